@@ -1,0 +1,50 @@
+"""uniqc_store: UnifiedQuantum's task-record store as an SQLAlchemy ORM library.
+
+Reads and writes the same ``~/.uniqc/cache/tasks.sqlite`` files as uniqc's own store, and runs
+unchanged on PostgreSQL and MySQL/MariaDB chosen by URL.
+"""
+
+from .database import DB_FILENAME, DEFAULT_CACHE_DIR
+from .errors import (
+    DatabaseError,
+    DatabaseRefusedError,
+    DriverNotInstalledError,
+    ForeignDatabaseError,
+    InvalidTaskError,
+    InvalidTaskTypeError,
+    MigrationError,
+    NotADatabaseError,
+    SchemaTooNewError,
+    StoreError,
+    UnsupportedDatabaseError,
+)
+from .models import Task
+from .records import TERMINAL_STATUSES, TaskInfo, TaskStatus
+from .schema import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION
+from .store import TaskStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APPLICATION_ID",
+    "CURRENT_SCHEMA_VERSION",
+    "DB_FILENAME",
+    "DEFAULT_CACHE_DIR",
+    "HEAD_REVISION",
+    "TERMINAL_STATUSES",
+    "DatabaseError",
+    "DatabaseRefusedError",
+    "DriverNotInstalledError",
+    "ForeignDatabaseError",
+    "InvalidTaskError",
+    "InvalidTaskTypeError",
+    "MigrationError",
+    "NotADatabaseError",
+    "SchemaTooNewError",
+    "StoreError",
+    "Task",
+    "TaskInfo",
+    "TaskStatus",
+    "TaskStore",
+    "UnsupportedDatabaseError",
+]

@@ -1,0 +1,53 @@
+"""The exceptions raised by uniqc_store.
+
+Every exception derives from :class:`StoreError`, and also from the standard
+base that callers already catch for that kind of failure (``ValueError`` and
+``TypeError`` for bad arguments, ``RuntimeError`` for a database we refuse or
+cannot use, ``ImportError`` for a missing driver).
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error raised by uniqc_store."""
+
+
+class InvalidTaskError(StoreError, ValueError):
+    """An argument or a task field has an acceptable type but a bad value."""
+
+
+class InvalidTaskTypeError(InvalidTaskError, TypeError):
+    """An argument or a task field has the wrong type."""
+
+
+class DatabaseError(StoreError, RuntimeError):
+    """The database failed or could not be reached; the operation did not happen."""
+
+
+class DatabaseRefusedError(DatabaseError):
+    """The store refused to open a database; the file or server was left untouched."""
+
+
+class NotADatabaseError(DatabaseRefusedError):
+    """The file exists but is not an SQLite database."""
+
+
+class ForeignDatabaseError(DatabaseRefusedError):
+    """The SQLite file belongs to another application (its ``application_id`` is not "UNIC")."""
+
+
+class SchemaTooNewError(DatabaseRefusedError):
+    """The database was written by a newer uniqc_store or uniqc than this one."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration failed; the failing revision was rolled back completely."""
+
+
+class DriverNotInstalledError(StoreError, ImportError):
+    """The database URL names a driver that is not installed."""
+
+
+class UnsupportedDatabaseError(StoreError, ValueError):
+    """The database URL names a kind of database uniqc_store does not support."""

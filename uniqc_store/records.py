@@ -1,0 +1,217 @@
+"""Task records as callers see them: :class:`TaskStatus`, :class:`TaskInfo`, and their validation.
+
+The conversion between a :class:`TaskInfo` and a row of the v1 ``tasks`` table lives here too,
+so that every backend stores exactly the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from .errors import InvalidTaskError, InvalidTaskTypeError
+
+TERMINAL_STATUSES: tuple[str, ...] = ("success", "failed", "cancelled")
+
+#: Longest ``task_id`` and ``backend`` accepted, on every backend. MySQL cannot index ``TEXT``, so
+#: these columns are ``VARCHAR(255)`` there; the same limit everywhere keeps the semantics equal.
+MAX_KEY_LENGTH = 255
+#: Longest ``submit_time``/``update_time`` string accepted (``VARCHAR(64)`` on MySQL).
+MAX_TIME_LENGTH = 64
+#: Largest ``shots`` value: a signed 64-bit integer, what every backend's column holds.
+MAX_SHOTS = 2**63 - 1
+
+
+class TaskStatus(str, Enum):
+    """Enumeration of task statuses; members compare equal to their plain string values."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_STATUS_VALUES = frozenset(s.value for s in TaskStatus)
+_ALLOWED_STATUSES = ", ".join(s.value for s in TaskStatus)
+
+
+def utc_now() -> str:
+    """Return the current time as an ISO 8601 string in UTC with an explicit offset."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class TaskInfo:
+    """Information about a submitted task.
+
+    Attributes:
+        task_id: Unique identifier for the task.
+        backend: The backend where the task was submitted.
+        status: Current status of the task (a :class:`TaskStatus` value).
+        result: Task result (if completed): a JSON-serialisable dict, or None.
+        shots: Number of shots requested.
+        submit_time: ISO format timestamp of submission.
+        update_time: ISO format timestamp of the last status update.
+        metadata: Additional metadata about the task: a JSON-serialisable dict.
+    """
+
+    task_id: str
+    backend: str
+    status: str = TaskStatus.PENDING
+    result: dict | None = None
+    shots: int = 1000
+    submit_time: str = field(default_factory=utc_now)
+    update_time: str = field(default_factory=utc_now)
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain, JSON-serialisable dict of the fields (status as its plain value)."""
+        status = self.status.value if isinstance(self.status, TaskStatus) else self.status
+        return {
+            "task_id": self.task_id,
+            "backend": self.backend,
+            "status": status,
+            "result": self.result,
+            "shots": self.shots,
+            "submit_time": self.submit_time,
+            "update_time": self.update_time,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskInfo:
+        """Create a :class:`TaskInfo` from a dict such as :meth:`to_dict` returns.
+
+        Raises:
+            InvalidTaskTypeError: ``data`` is not a dict.
+            InvalidTaskError: a required key is missing or an unknown key is present.
+        """
+        if not isinstance(data, dict):
+            raise InvalidTaskTypeError(f"TaskInfo.from_dict expects a dict, got {type(data).__name__}")
+        unknown = sorted(set(data) - _FIELD_NAMES)
+        if unknown:
+            raise InvalidTaskError(f"TaskInfo.from_dict: unknown keys {unknown}; known keys: {sorted(_FIELD_NAMES)}")
+        missing = [key for key in ("task_id", "backend") if key not in data]
+        if missing:
+            raise InvalidTaskError(f"TaskInfo.from_dict: missing required keys {missing}")
+        return cls(**data)
+
+
+_FIELD_NAMES = frozenset(TaskInfo.__dataclass_fields__)
+
+
+def status_value(status: object, *, argument: str = "status") -> str:
+    """Return the plain value of a status given as a :class:`TaskStatus` member or its string value.
+
+    Raises:
+        InvalidTaskTypeError: ``status`` is not a string.
+        InvalidTaskError: ``status`` is not one of the :class:`TaskStatus` values.
+    """
+    if isinstance(status, TaskStatus):
+        return status.value
+    if not isinstance(status, str):
+        raise InvalidTaskTypeError(
+            f"{argument} must be a TaskStatus or one of {_ALLOWED_STATUSES}; got {type(status).__name__} {status!r}"
+        )
+    if status not in _STATUS_VALUES:
+        raise InvalidTaskError(f"{argument} {status!r} is not a TaskStatus value; allowed: {_ALLOWED_STATUSES}")
+    return status
+
+
+def status_values(statuses: Iterable[object], *, argument: str = "terminal_statuses") -> list[str]:
+    """Validate a collection of statuses (see :func:`status_value`); a lone string is refused."""
+    if isinstance(statuses, (str, bytes)) or not isinstance(statuses, Iterable):
+        raise InvalidTaskTypeError(f"{argument} must be a tuple or list of statuses, got {statuses!r}")
+    return [status_value(s, argument=f"{argument} entry") for s in statuses]
+
+
+def check_limit(value: object, argument: str) -> int | None:
+    """Validate ``limit``/``offset``: None or a non-negative int."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTaskTypeError(f"{argument} must be an int or None, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise InvalidTaskError(f"{argument} must not be negative, got {value}")
+    return value
+
+
+def check_text(value: object, name: str, max_length: int | None = None) -> str:
+    """Validate a required, non-empty string (of at most ``max_length`` characters, if given)."""
+    if not isinstance(value, str):
+        raise InvalidTaskTypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise InvalidTaskError(f"{name} must not be empty")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidTaskError(f"{name} is {len(value)} characters long; the limit is {max_length}")
+    return value
+
+
+def dump_json(value: object, name: str) -> str:
+    """Encode a dict field as strict JSON text, naming the field when that is impossible."""
+    if not isinstance(value, dict):
+        raise InvalidTaskTypeError(f"{name} must be a dict, got {type(value).__name__}")
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidTaskError(f"{name} is not JSON-serialisable: {exc}") from exc
+
+
+def task_row(task: TaskInfo, update_time: str) -> dict[str, Any]:
+    """Validate ``task`` and return the column values of its v1 row, stamped with ``update_time``.
+
+    Raises:
+        InvalidTaskTypeError, InvalidTaskError: a field is invalid; the message names it.
+    """
+    if not isinstance(task, TaskInfo):
+        raise InvalidTaskTypeError(f"expected a TaskInfo, got {type(task).__name__}")
+    shots = task.shots
+    if isinstance(shots, bool) or not isinstance(shots, int):
+        raise InvalidTaskTypeError(f"shots must be an int, got {type(shots).__name__} {shots!r}")
+    if not 0 <= shots <= MAX_SHOTS:
+        raise InvalidTaskError(f"shots must be between 0 and {MAX_SHOTS}, got {shots}")
+    result = task.result
+    return {
+        "task_id": check_text(task.task_id, "task_id", MAX_KEY_LENGTH),
+        "backend": check_text(task.backend, "backend", MAX_KEY_LENGTH),
+        "status": status_value(task.status),
+        "shots": shots,
+        "submit_time": check_text(task.submit_time, "submit_time", MAX_TIME_LENGTH),
+        "update_time": update_time,
+        "result_json": None if result is None else dump_json(result, "result"),
+        "metadata_json": dump_json(task.metadata, "metadata"),
+    }
+
+
+def task_from_row(row: Any) -> TaskInfo:
+    """Build a :class:`TaskInfo` from a row of the v1 columns, in table order."""
+    task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json = row
+    return TaskInfo(
+        task_id=task_id,
+        backend=backend,
+        status=status,
+        result=None if result_json is None else json.loads(result_json),
+        shots=shots,
+        submit_time=submit_time,
+        update_time=update_time,
+        metadata=json.loads(metadata_json) if metadata_json else {},
+    )
+
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MAX_SHOTS",
+    "MAX_TIME_LENGTH",
+    "TERMINAL_STATUSES",
+    "TaskInfo",
+    "TaskStatus",
+    "utc_now",
+]

@@ -1,0 +1,355 @@
+"""Schema versions: the SQLite header, the Alembic revisions, and running them safely.
+
+The header rules of uniqc's file format, kept here beside the code that runs the migrations:
+
+* ``PRAGMA application_id`` is :data:`APPLICATION_ID` ("UNIC") on every file of ours; 0 means a
+  fresh file that may be stamped; anything else belongs to another program and is never touched.
+* ``PRAGMA user_version`` is the schema version: ``int(revision)`` of the Alembic revision the
+  file is at, 0 at base. uniqc's own store writes the same numbers, so a file uniqc wrote
+  (``user_version`` > 0, no ``alembic_version`` table) is adopted by stamping that revision.
+* Both are written by :func:`_stamp_header`, an Alembic ``on_version_apply`` hook, inside the
+  transaction of each upgrade or downgrade step.
+
+Opening a store and ``alembic upgrade`` take the same path: :func:`run_env` (called by
+``migrations/env.py``) under :func:`_locked_connection`, which holds a lock across the whole
+check-and-upgrade so that, of many processes opening one database, exactly one migrates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import exc, inspect
+from sqlalchemy.engine import Connection
+
+from . import database as dbmod
+from .database import Database
+from .errors import (
+    DatabaseError,
+    ForeignDatabaseError,
+    MigrationError,
+    NotADatabaseError,
+    SchemaTooNewError,
+)
+from .models import Base
+
+try:  # advisory file locks; without them (Windows) SQLite's own locking still protects the data
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+APPLICATION_ID = 0x554E4943  # b"UNIC"
+#: The newest revision this library knows; a test checks it against the script directory, so
+#: opening a database that is already at head never loads the Alembic scripts.
+HEAD_REVISION = "0001"
+CURRENT_SCHEMA_VERSION = int(HEAD_REVISION)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+VERSION_TABLE = "alembic_version"
+#: Columns that exist on servers only, maintained by the database and not part of the model.
+SERVER_ONLY_COLUMNS = {"tasks": {"seq"}}
+SERVER_ONLY_INDEXES = {"tasks_seq_key"}
+_PG_LOCK_KEY = 0x554E4943_0000_0001  # pg_advisory_lock key of uniqc_store's migrations
+_LOCK_WAIT_S = 600
+
+
+def script_location() -> Path:
+    """Return the Alembic script directory: inside the installed wheel, else the source tree's."""
+    bundled = PACKAGE_DIR / "migrations"
+    if (bundled / "env.py").is_file():
+        return bundled
+    return PACKAGE_DIR.parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None, *, script_dir: Path | str | None = None) -> Config:
+    """Build the Alembic :class:`Config` in code; ``connection`` is passed to ``env.py`` if given."""
+    config = Config()
+    # configparser interpolates '%': escape it in paths (and URLs) set as options.
+    config.set_main_option("script_location", str(script_dir or script_location()).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What a database says about its schema version."""
+
+    application_id: int | None  # None on servers
+    user_version: int | None  # None on servers
+    revision: str | None  # alembic_version's row, None when absent or empty
+    has_version_table: bool
+
+    @property
+    def at_head(self) -> bool:
+        return self.revision == HEAD_REVISION and self.user_version in (None, CURRENT_SCHEMA_VERSION)
+
+
+def read_state(db: Database, conn: Connection) -> SchemaState:
+    """Read the header and revision of ``db`` and refuse what is not ours or too new.
+
+    Reads only: a refused database is left exactly as it was.
+
+    Raises:
+        NotADatabaseError: the file is not an SQLite database.
+        ForeignDatabaseError: the file's ``application_id`` is another program's.
+        SchemaTooNewError: the schema is newer than this library knows.
+    """
+    application_id = user_version = None
+    try:
+        if db.is_sqlite:
+            application_id, user_version = conn.exec_driver_sql(
+                "SELECT * FROM pragma_application_id(), pragma_user_version()"
+            ).one()
+            if application_id not in (0, APPLICATION_ID):
+                raise ForeignDatabaseError(
+                    f"{db.path} has application_id 0x{application_id & 0xFFFFFFFF:08X}, not uniqc's "
+                    f"0x{APPLICATION_ID:08X} ('UNIC'): it belongs to another program and was left untouched"
+                )
+            if user_version > CURRENT_SCHEMA_VERSION:
+                raise _too_new(db, f"user_version {user_version}")
+        has_table = inspect(conn).has_table(VERSION_TABLE)
+        revision = None
+        if has_table:
+            revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
+    except exc.DBAPIError as error:
+        raise db.translate(error) from error
+    if revision is not None and not _known(revision):
+        raise _too_new(db, f"revision {revision!r}")
+    return SchemaState(application_id, user_version, revision, has_table)
+
+
+def _known(revision: str) -> bool:
+    return revision.isdigit() and 0 < int(revision) <= CURRENT_SCHEMA_VERSION
+
+
+def _too_new(db: Database, found: str) -> SchemaTooNewError:
+    return SchemaTooNewError(
+        f"{db.path or db.display_url} is at {found}, newer than this uniqc_store knows "
+        f"(schema version {CURRENT_SCHEMA_VERSION}, revision {HEAD_REVISION}); it was left untouched. "
+        f"Upgrade uniqc_store (pip install -U uniqc_store) to open it."
+    )
+
+
+def ensure_schema(db: Database) -> None:
+    """Bring ``db`` to head if needed, then mark it ready.
+
+    Cheap when the database is already at head: one short read, no Alembic script loading.
+
+    Raises:
+        DatabaseRefusedError: (a subclass of) the database is not ours or too new; untouched.
+        MigrationError: a revision failed; it was rolled back completely.
+    """
+    with db.schema_mutex:
+        if db.is_sqlite:
+            db.prepare_file()
+        with db.engine.connect() as conn:
+            state = read_state(db, conn)
+            conn.commit()
+        if not state.at_head:
+            with _locked_connection(db) as (conn, state):
+                if not state.at_head:  # else another process migrated while we waited
+                    command.upgrade(alembic_config(conn), "head")
+        db.ready = True
+
+
+def upgrade(db: Database, revision: str = "head", *, script_dir: Path | str | None = None) -> None:
+    """Upgrade ``db`` to ``revision`` through the same path as ``alembic upgrade``."""
+    _run_command(db, command.upgrade, revision, script_dir)
+
+
+def downgrade(db: Database, revision: str, *, script_dir: Path | str | None = None) -> None:
+    """Downgrade ``db`` to ``revision`` through the same path as ``alembic downgrade``."""
+    _run_command(db, command.downgrade, revision, script_dir)
+
+
+def _run_command(db: Database, fn: Any, revision: str, script_dir: Path | str | None) -> None:
+    with db.schema_mutex:
+        if db.is_sqlite:
+            db.prepare_file()
+        db.ready = False
+        with _locked_connection(db) as (conn, _):
+            fn(alembic_config(conn, script_dir=script_dir), revision)
+
+
+@contextmanager
+def _locked_connection(db: Database) -> Iterator[tuple[Connection, SchemaState]]:
+    """A connection holding the migration lock, the database checked, SQLite in WAL mode.
+
+    The connection is outside any transaction, as Alembic needs it to run each revision in a
+    transaction of its own.
+    """
+    with db.engine.connect() as conn, _migration_lock(db, conn):
+        state = read_state(db, conn)  # refusals first: nothing below may touch a foreign file
+        conn.commit()
+        if db.is_sqlite:
+            try:
+                # Persistent and needs no transaction; set once, after the checks above.
+                if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                conn.commit()
+            except exc.DBAPIError as error:
+                raise db.translate(error) from error
+            conn.execution_options(**{dbmod.WRITE_OPTION: True})
+        yield conn, state
+
+
+@contextmanager
+def _migration_lock(db: Database, conn: Connection) -> Iterator[None]:
+    """Serialize check-and-upgrade across processes and hosts.
+
+    SQLite: an ``flock`` on the database's directory (never on the database file itself:
+    closing another descriptor of that file would drop SQLite's own POSIX locks).
+    PostgreSQL: a session advisory lock. MySQL/MariaDB: ``GET_LOCK`` on a per-database name.
+    """
+    try:
+        if db.is_sqlite:
+            assert db.path is not None
+            if fcntl is None:  # pragma: no cover
+                yield
+                return
+            fd = os.open(db.path.parent, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+        elif db.dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})")
+            conn.commit()  # the lock is held by the session, across the migrations' transactions
+            try:
+                yield
+            finally:
+                _release(conn, f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
+        else:
+            name = f"uniqc_store.migrate.{conn.exec_driver_sql('SELECT DATABASE()').scalar()}"[:64]
+            got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, _LOCK_WAIT_S)).scalar()
+            conn.commit()
+            if got != 1:
+                raise MigrationError(f"{db.display_url}: timed out waiting for another process's migration")
+            try:
+                yield
+            finally:
+                _release(conn, "SELECT RELEASE_LOCK(%s)", (name,))
+    except exc.DBAPIError as error:
+        raise db.translate(error) from error
+
+
+def _release(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> None:
+    if conn.in_transaction():
+        conn.rollback()
+    conn.exec_driver_sql(sql, params)
+    conn.commit()
+
+
+# ---------------------------------------------------------------------------------------------
+# What migrations/env.py runs.
+
+
+def run_env(context: EnvironmentContext) -> None:
+    """Run an Alembic command's migrations: the body of ``migrations/env.py``.
+
+    With ``config.attributes["connection"]`` (the library's path) that connection is used as it
+    is: the caller holds the migration lock. Otherwise (the ``alembic`` command line) the target is
+    ``-x url=URL``, else ``$UNIQC_STORE_URL``, else the default file, opened and locked here.
+    """
+    if context.is_offline_mode():
+        raise MigrationError(
+            "offline (--sql) migrations are not supported: the SQLite header is written by a hook "
+            "that needs a live connection; run the command without --sql"
+        )
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run_migrations(context, connection)
+        return
+    url = dbmod.resolve_url(url=context.get_x_argument(as_dictionary=True).get("url"))
+    with dbmod.opened(url) as db, db.schema_mutex:
+        db.ready = False
+        if db.is_sqlite:
+            db.prepare_file()
+        with _locked_connection(db) as (conn, _):
+            _run_migrations(context, conn)
+
+
+def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
+    is_sqlite = conn.dialect.name == "sqlite"
+    context.configure(
+        connection=conn,
+        target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
+        # One transaction per revision: a failing revision rolls back alone, completely.
+        transaction_per_migration=True,
+        # Alembic assumes SQLite cannot roll back DDL; it can, since BEGIN is ours (database.py).
+        transactional_ddl=True if is_sqlite else None,
+        on_version_apply=_stamp_header,
+        include_object=_include_object,
+        compare_type=True,
+        render_as_batch=is_sqlite,
+    )
+    if context.get_revision_argument() is not None:
+        _adopt_uniqc_file(context.get_context(), context.script)
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    except exc.DBAPIError as error:
+        raise MigrationError(f"migration failed and was rolled back: {error.orig}") from error
+
+
+def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
+    """Stamp a file written by uniqc itself (``user_version`` > 0, no revision) at its version."""
+    conn = migration.connection
+    if conn is None or conn.dialect.name != "sqlite":
+        return
+    try:
+        heads = migration.get_current_heads()
+        user_version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+    finally:
+        conn.commit()
+    if heads or not user_version:
+        return
+    with conn.begin():
+        migration.stamp(script, f"{user_version:04d}")
+        conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+def _stamp_header(*, ctx: MigrationContext, step: Any, heads: set[str], run_args: Any) -> None:
+    """``on_version_apply`` hook: write the SQLite header inside the step's own transaction."""
+    if ctx.dialect.name != "sqlite":
+        return  # servers: alembic_version alone is the version record
+    version = max((int(head) for head in heads), default=0)
+    ctx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    ctx.execute(f"PRAGMA user_version = {version}")
+
+
+def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Keep server-only bookkeeping (the insertion sequence) out of autogenerate's comparison."""
+    if type_ == "column" and reflected and name in SERVER_ONLY_COLUMNS.get(obj.table.name, ()):
+        return False
+    if type_ in ("index", "unique_constraint") and reflected and name in SERVER_ONLY_INDEXES:
+        return False
+    return True
+
+
+__all__ = [
+    "APPLICATION_ID",
+    "CURRENT_SCHEMA_VERSION",
+    "HEAD_REVISION",
+    "DatabaseError",
+    "NotADatabaseError",
+    "alembic_config",
+    "downgrade",
+    "ensure_schema",
+    "read_state",
+    "run_env",
+    "script_location",
+    "upgrade",
+]

@@ -1,0 +1,280 @@
+"""``TaskStore``: the repository of task records, on SQLite (default) or a database server."""
+
+from __future__ import annotations
+
+import builtins
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, literal_column, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+
+from . import database, schema
+from .errors import DatabaseError
+from .models import Task
+from .records import (
+    TERMINAL_STATUSES,
+    TaskInfo,
+    check_limit,
+    check_text,
+    status_value,
+    status_values,
+    task_from_row,
+    task_row,
+    utc_now,
+)
+
+_table = Task.__table__
+_COLUMNS = [_table.c[name] for name in (
+    "task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json",
+)]
+# Everything but the key and submit_time, which keeps its first value on update.
+_UPDATED = [c.name for c in _COLUMNS if c.name not in ("task_id", "submit_time")]
+
+
+def _upsert(dialect: str) -> Any:
+    if dialect == "sqlite":
+        stmt = sqlite.insert(_table)
+        return stmt.on_conflict_do_update(
+            index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED}
+        )
+    if dialect == "postgresql":
+        stmt = postgresql.insert(_table)
+        return stmt.on_conflict_do_update(
+            index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED}
+        )
+    stmt = mysql.insert(_table)
+    return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in _UPDATED})
+
+
+class _Statements:
+    """The statements of one dialect, built once so SQLAlchemy's compiled cache always hits."""
+
+    def __init__(self, dialect: str) -> None:
+        # Ties of submit_time: the most recently inserted first, by SQLite's rowid or the
+        # servers' database-numbered seq column (see revision 0001).
+        tie = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
+        self.upsert = _upsert(dialect)
+        self.get = select(*_COLUMNS).where(_table.c.task_id == bindparam("task_id"))
+        self.list = select(*_COLUMNS).order_by(_table.c.submit_time.desc(), tie.desc())
+        self.count = select(func.count()).select_from(_table)
+        self.delete = delete(_table).where(_table.c.task_id == bindparam("task_id"))
+        self.delete_all = delete(_table)
+
+
+_statements: dict[str, _Statements] = {}
+
+
+class TaskStore:
+    """Storage for task records, on an SQLite file or a PostgreSQL / MySQL / MariaDB server.
+
+    Safe to construct many times against the same database, and to share between threads:
+    stores on the same URL in one process share one engine and its pooled connections.
+
+    Args:
+        cache_dir: Directory that holds ``tasks.sqlite`` (created 0700 if missing).
+        url: A database URL instead: ``sqlite:////path/file.sqlite``,
+            ``postgresql+psycopg://...`` or ``mysql+pymysql://...``.
+            Without either, ``$UNIQC_STORE_URL`` if set, else ``~/.uniqc/cache/tasks.sqlite``.
+
+    Attributes:
+        cache_dir: The SQLite file's directory (None on a server).
+        db_path: The SQLite file (None on a server).
+        url: The database URL, password hidden.
+
+    Raises:
+        InvalidTaskError: bad arguments (both given, ``cache_dir`` is a file ...).
+        UnsupportedDatabaseError, DriverNotInstalledError: the URL cannot be served.
+        DatabaseRefusedError: the database is not ours, or newer than this library; untouched.
+        MigrationError: bringing the schema to head failed; the failing revision was rolled back.
+    """
+
+    cache_dir: Path | None
+    db_path: Path | None
+    url: str
+
+    def __init__(self, cache_dir: Path | str | None = None, *, url: str | URL | None = None) -> None:
+        resolved = database.resolve_url(cache_dir, url)
+        db = self._db = database.acquire(resolved)
+        self._release = weakref.finalize(self, database.release, db)
+        self.url = db.display_url
+        self.db_path = db.path
+        self.cache_dir = db.path.parent if db.path is not None else None
+        self._sql = _statements.get(db.dialect) or _statements.setdefault(db.dialect, _Statements(db.dialect))
+        self._closed = False
+        with db.gate:
+            schema.ensure_schema(db)
+
+    def __repr__(self) -> str:
+        return f"TaskStore(url={self.url!r})"
+
+    __str__ = __repr__
+
+    def __enter__(self) -> TaskStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop using this store; later calls raise :class:`DatabaseError`. Idempotent."""
+        self._closed = True
+        self._release()
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
+        if self._closed:
+            raise DatabaseError(f"{self!r} is closed")
+        db = self._db
+        with db.gate:
+            if not db.ready:
+                schema.ensure_schema(db)
+            try:
+                with (db.writer if write else db.engine).begin() as conn:
+                    yield conn
+            except DBAPIError as error:
+                raise db.translate(error) from error
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def save(self, task_info: TaskInfo) -> None:
+        """Insert or update a task record (by ``task_id``).
+
+        Stamps ``task_info.update_time`` with the current time and persists that same value. On
+        update every field changes except ``submit_time``, which keeps its first value.
+
+        Raises:
+            InvalidTaskTypeError, InvalidTaskError: a field is invalid (the message names it);
+                nothing is written.
+        """
+        now = utc_now()
+        row = task_row(task_info, now)
+        with self._transaction(write=True) as conn:
+            conn.execute(self._sql.upsert, row)
+        task_info.update_time = now
+
+    def save_many(self, tasks: Iterable[TaskInfo]) -> None:
+        """Insert or update many task records in one transaction, as :meth:`save` does each.
+
+        All or nothing: if any task is invalid, nothing is written and no ``update_time`` changes.
+        """
+        tasks = builtins.list(tasks)
+        now = utc_now()
+        rows = []
+        for index, task in enumerate(tasks):
+            try:
+                rows.append(task_row(task, now))
+            except ValueError as error:  # also the TypeError subclass
+                raise type(error)(f"tasks[{index}]: {error}") from None
+        if not rows:
+            return
+        with self._transaction(write=True) as conn:
+            conn.execute(self._sql.upsert, rows)
+        for task in tasks:
+            task.update_time = now
+
+    def delete(self, task_id: str) -> bool:
+        """Remove a single task. Returns True if it existed."""
+        task_id = check_text(task_id, "task_id")
+        with self._transaction(write=True) as conn:
+            return conn.execute(self._sql.delete, {"task_id": task_id}).rowcount > 0
+
+    def clear_completed(self, terminal_statuses: Iterable[str] = TERMINAL_STATUSES) -> int:
+        """Delete tasks whose status is in ``terminal_statuses``; return how many were deleted."""
+        values = status_values(terminal_statuses)
+        if not values:
+            return 0
+        stmt = self._sql.delete_all.where(_table.c.status.in_(values))
+        with self._transaction(write=True) as conn:
+            return conn.execute(stmt).rowcount
+
+    def clear_all(self) -> None:
+        """Delete every task.
+
+        SQLite: deletes the database file and its ``-wal``/``-shm``/``-journal`` siblings, after
+        closing every pooled connection to it in this process; the next call (on any store)
+        creates a fresh, fully migrated file. Servers: deletes every row, keeping the schema.
+        """
+        if self._closed:
+            raise DatabaseError(f"{self!r} is closed")
+        db = self._db
+        if db.is_sqlite:
+            with db.gate.exclusive(), db.schema_mutex:
+                db.delete_file()
+            return
+        with self._transaction(write=True) as conn:
+            conn.execute(self._sql.delete_all)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        """Return a task by id, or None if missing."""
+        task_id = check_text(task_id, "task_id")
+        with self._transaction() as conn:
+            row = conn.execute(self._sql.get, {"task_id": task_id}).first()
+        return None if row is None else task_from_row(row)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[TaskInfo]:
+        """List tasks, newest first by ``submit_time``; equal times: most recently inserted first.
+
+        Raises:
+            InvalidTaskError: unknown status, or negative ``limit``/``offset``.
+        """
+        stmt = self._filtered(self._sql.list, status, backend)
+        limit = check_limit(limit, "limit")
+        offset = check_limit(offset, "offset")
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+            if limit is None and self._db.dialect in ("mysql", "mariadb"):
+                stmt = stmt.limit(2**64 - 1)  # MySQL has no OFFSET without LIMIT
+        with self._transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [task_from_row(row) for row in rows]
+
+    def count(self, *, status: str | None = None, backend: str | None = None) -> int:
+        """Count tasks, optionally only those with ``status`` and/or on ``backend``."""
+        stmt = self._filtered(self._sql.count, status, backend)
+        with self._transaction() as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def count_by_status(self) -> dict[str, int]:
+        """Return ``{status: number of tasks}`` for the statuses present."""
+        stmt = select(_table.c.status, func.count()).group_by(_table.c.status).order_by(_table.c.status)
+        with self._transaction() as conn:
+            return {status: n for status, n in conn.execute(stmt)}
+
+    def schema_info(self) -> dict[str, Any]:
+        """Return where the store is and its schema version (revision, and on SQLite the header)."""
+        with self._transaction() as conn:
+            state = schema.read_state(self._db, conn)
+        info: dict[str, Any] = {"url": self.url, "revision": state.revision}
+        if self._db.is_sqlite:
+            info.update(
+                path=str(self.db_path),
+                user_version=state.user_version,
+                application_id=f"0x{state.application_id:08X}",
+            )
+        return info
+
+    @staticmethod
+    def _filtered(stmt: Any, status: str | None, backend: str | None) -> Any:
+        if status is not None:
+            stmt = stmt.where(_table.c.status == status_value(status))
+        if backend is not None:
+            stmt = stmt.where(_table.c.backend == check_text(backend, "backend"))
+        return stmt
