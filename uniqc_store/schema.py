@@ -17,18 +17,15 @@ check-and-upgrade so that, of many processes opening one database, exactly one m
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import exc, inspect
+from sqlalchemy import MetaData, exc, inspect
 from sqlalchemy.engine import Connection
 
 from . import database as dbmod
@@ -41,6 +38,11 @@ from .errors import (
     SchemaTooNewError,
 )
 from .models import Base
+
+if TYPE_CHECKING:  # Alembic is imported only when a migration runs: opening at head stays cheap
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationContext
 
 try:  # advisory file locks; without them (Windows) SQLite's own locking still protects the data
     import fcntl
@@ -72,6 +74,8 @@ def script_location() -> Path:
 
 def alembic_config(connection: Connection | None = None, *, script_dir: Path | str | None = None) -> Config:
     """Build the Alembic :class:`Config` in code; ``connection`` is passed to ``env.py`` if given."""
+    from alembic.config import Config
+
     config = Config()
     # configparser interpolates '%': escape it in paths (and URLs) set as options.
     config.set_main_option("script_location", str(script_dir or script_location()).replace("%", "%%"))
@@ -158,27 +162,56 @@ def ensure_schema(db: Database) -> None:
         if not state.at_head:
             with _locked_connection(db) as (conn, state):
                 if not state.at_head:  # else another process migrated while we waited
+                    from alembic import command
+
                     command.upgrade(alembic_config(conn), "head")
         db.ready = True
 
 
-def upgrade(db: Database, revision: str = "head", *, script_dir: Path | str | None = None) -> None:
-    """Upgrade ``db`` to ``revision`` through the same path as ``alembic upgrade``."""
-    _run_command(db, command.upgrade, revision, script_dir)
+def upgrade(
+    revision: str = "head",
+    *,
+    url: str | None = None,
+    cache_dir: Path | str | None = None,
+    script_dir: Path | str | None = None,
+) -> None:
+    """Upgrade a database to ``revision``, through the same path as ``alembic upgrade``.
+
+    The database is chosen as :class:`~uniqc_store.TaskStore` chooses it; ``script_dir`` replaces
+    the bundled revisions (for testing revisions of your own).
+    """
+    from alembic import command
+
+    _run_command(command.upgrade, revision, url, cache_dir, script_dir)
 
 
-def downgrade(db: Database, revision: str, *, script_dir: Path | str | None = None) -> None:
-    """Downgrade ``db`` to ``revision`` through the same path as ``alembic downgrade``."""
-    _run_command(db, command.downgrade, revision, script_dir)
+def downgrade(
+    revision: str,
+    *,
+    url: str | None = None,
+    cache_dir: Path | str | None = None,
+    script_dir: Path | str | None = None,
+) -> None:
+    """Downgrade a database to ``revision`` (``"base"`` drops everything), as ``alembic downgrade``."""
+    from alembic import command
+
+    _run_command(command.downgrade, revision, url, cache_dir, script_dir)
 
 
-def _run_command(db: Database, fn: Any, revision: str, script_dir: Path | str | None) -> None:
-    with db.schema_mutex:
+def _run_command(fn: Any, revision: str, url: Any, cache_dir: Any, script_dir: Path | str | None) -> None:
+    with _migrating(dbmod.resolve_url(cache_dir, url)) as conn:
+        fn(alembic_config(conn, script_dir=script_dir), revision)
+
+
+@contextmanager
+def _migrating(url: Any) -> Iterator[Connection]:
+    """A locked connection to the database at ``url`` for an explicit Alembic command."""
+    with dbmod.opened(url) as db, db.schema_mutex:
+        db.ready = False  # every store of this process re-checks the schema afterwards
         if db.is_sqlite:
             db.prepare_file()
-        db.ready = False
         with _locked_connection(db) as (conn, _):
-            fn(alembic_config(conn, script_dir=script_dir), revision)
+            yield conn
 
 
 @contextmanager
@@ -271,20 +304,16 @@ def run_env(context: EnvironmentContext) -> None:
     if connection is not None:
         _run_migrations(context, connection)
         return
-    url = dbmod.resolve_url(url=context.get_x_argument(as_dictionary=True).get("url"))
-    with dbmod.opened(url) as db, db.schema_mutex:
-        db.ready = False
-        if db.is_sqlite:
-            db.prepare_file()
-        with _locked_connection(db) as (conn, _):
-            _run_migrations(context, conn)
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    with _migrating(dbmod.resolve_url(url=url)) as conn:
+        _run_migrations(context, conn)
 
 
 def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
     is_sqlite = conn.dialect.name == "sqlite"
     context.configure(
         connection=conn,
-        target_metadata=Base.metadata,
+        target_metadata=_target_metadata(conn.dialect.name),
         version_table=VERSION_TABLE,
         # One transaction per revision: a failing revision rolls back alone, completely.
         transaction_per_migration=True,
@@ -295,13 +324,31 @@ def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
         compare_type=True,
         render_as_batch=is_sqlite,
     )
-    if context.get_revision_argument() is not None:
+    try:
+        migrating = context.get_revision_argument() is not None
+    except KeyError:  # current, check: no destination, so nothing to adopt or write
+        migrating = False
+    if migrating:
         _adopt_uniqc_file(context.get_context(), context.script)
     try:
         with context.begin_transaction():
             context.run_migrations()
     except exc.DBAPIError as error:
         raise MigrationError(f"migration failed and was rolled back: {error.orig}") from error
+
+
+@functools.cache
+def _target_metadata(dialect: str) -> MetaData:
+    """The model as each backend declares it.
+
+    uniqc's layout says ``task_id TEXT PRIMARY KEY``, which SQLite lets be NULL (the model says so);
+    servers make every primary key column NOT NULL, so compare against that there.
+    """
+    if dialect == "sqlite":
+        return Base.metadata
+    metadata = MetaData(naming_convention=Base.metadata.naming_convention)
+    Base.metadata.tables["tasks"].to_metadata(metadata).c.task_id.nullable = False
+    return metadata
 
 
 def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:

@@ -1,0 +1,17 @@
+"""Reading a database behind the store's back, to check what it really holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+
+def raw_rows(url: str, sql: str, **params: Any) -> list[tuple]:
+    """Run ``sql`` on ``url`` with a throwaway engine of its own and return the rows."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
