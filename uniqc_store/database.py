@@ -98,7 +98,8 @@ def _normalise_url(url: str | URL) -> URL:
         )
     driver, extra = SUPPORTED[backend]
     if parsed.drivername == backend:
-        parsed = parsed.set(drivername=f"{backend}+{driver}")
+        if backend != "sqlite":  # SQLAlchemy's default drivers for servers are not ours
+            parsed = parsed.set(drivername=f"{backend}+{driver}")
     elif parsed.get_driver_name() != driver:
         raise UnsupportedDatabaseError(
             f"{mask(parsed)}: the {parsed.get_driver_name()!r} driver is not supported; use {backend}+{driver}://"
@@ -282,7 +283,8 @@ def _configure_sqlite(engine: Engine) -> None:
 # The per-process registry.
 
 _registry: OrderedDict[str, Database] = OrderedDict()
-_registry_lock = threading.Lock()
+# Re-entrant: a store's finalizer may call release() from a garbage collection inside acquire().
+_registry_lock = threading.RLock()
 
 
 def acquire(url: URL) -> Database:
@@ -318,7 +320,7 @@ def opened(url: URL) -> Iterator[Database]:
 
 def _forget_after_fork() -> None:
     global _registry_lock
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
     for database in _registry.values():
         # close=False: drop the parent's connections without touching them from the child.
         database.engine.dispose(close=False)

@@ -32,6 +32,7 @@ from . import database as dbmod
 from .database import Database
 from .errors import (
     DatabaseError,
+    DatabaseRefusedError,
     ForeignDatabaseError,
     MigrationError,
     NotADatabaseError,
@@ -156,9 +157,16 @@ def ensure_schema(db: Database) -> None:
     with db.schema_mutex:
         if db.is_sqlite:
             db.prepare_file()
-        with db.engine.connect() as conn:
-            state = read_state(db, conn)
-            conn.commit()
+        try:
+            try:
+                with db.engine.connect() as conn:
+                    state = read_state(db, conn)
+                    conn.commit()
+            except exc.DBAPIError as error:  # raised by connecting
+                raise db.translate(error) from error
+        except DatabaseRefusedError:
+            db.engine.dispose()  # keep no connection open on a file that is not ours
+            raise
         if not state.at_head:
             with _locked_connection(db) as (conn, state):
                 if not state.at_head:  # else another process migrated while we waited

@@ -1,0 +1,199 @@
+"""The SQLite file: uniqc's exact v1 layout and header, adoption of uniqc's files, refusals."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uniqc_files import V1_DDL, header, rows_of, snapshot, write_uniqc_v1_file
+from uniqc_store import (
+    APPLICATION_ID,
+    CURRENT_SCHEMA_VERSION,
+    DB_FILENAME,
+    ForeignDatabaseError,
+    NotADatabaseError,
+    SchemaTooNewError,
+    TaskInfo,
+    TaskStore,
+)
+
+
+def layout(path: Path) -> dict:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            "columns": conn.execute("PRAGMA table_info(tasks)").fetchall(),
+            "indexes": sorted(
+                (name, unique, origin, [c[2] for c in conn.execute(f"PRAGMA index_info({name})")])
+                for _, name, unique, origin, _ in conn.execute("PRAGMA index_list(tasks)")
+            ),
+        }
+    finally:
+        conn.close()
+
+
+def test_a_new_file_has_exactly_uniqcs_v1_layout(tmp_path: Path) -> None:
+    TaskStore(tmp_path / "ours").close()
+    reference = tmp_path / "uniqc.sqlite"
+    conn = sqlite3.connect(reference)
+    conn.executescript(V1_DDL)
+    conn.close()
+    assert layout(tmp_path / "ours" / DB_FILENAME) == layout(reference)
+    assert [c[1:3] for c in layout(reference)["columns"]] == [
+        ("task_id", "TEXT"), ("backend", "TEXT"), ("status", "TEXT"), ("shots", "INTEGER"),
+        ("submit_time", "TEXT"), ("update_time", "TEXT"), ("result_json", "TEXT"), ("metadata_json", "TEXT"),
+    ]
+
+
+def test_a_new_file_is_stamped_unic_at_the_current_version_in_wal_mode(sqlite_store: TaskStore) -> None:
+    assert header(sqlite_store.db_path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
+    conn = sqlite3.connect(sqlite_store.db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    conn.close()
+
+
+def test_a_file_written_by_uniqc_is_adopted_with_its_data_untouched(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    written = write_uniqc_v1_file(path, rows=7)
+    with TaskStore(tmp_path) as store:
+        assert store.count() == 7
+        got = store.get("uniqc-2")
+        assert (got.backend, got.status, got.shots, got.result) == ("originq:wuyuan", "failed", 1026, {"00": 2, "11": 7})
+        assert got.metadata == {"circuit": "bell", "n": 2, "label": "ñ"}
+        assert store.schema_info()["revision"] == "0001"
+    assert rows_of(path) == sorted(written)
+    assert header(path) == (APPLICATION_ID, 1)
+
+
+def test_what_we_write_uniqc_reads_with_plain_sqlite3(sqlite_store: TaskStore) -> None:
+    sqlite_store.save(TaskInfo("t-1", "sim", status="success", result={"00": 1}, shots=9, metadata={"q": "é"}))
+    conn = sqlite3.connect(sqlite_store.db_path)
+    row = conn.execute("SELECT * FROM tasks").fetchone()
+    conn.close()
+    assert row[:4] == ("t-1", "sim", "success", 9)
+    assert row[6:] == ('{"00": 1}', '{"q": "é"}')
+
+
+def _foreign_file(path: Path, application_id: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id = {application_id}")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('not yours')")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("application_id", [0x12345678, 1, -1], ids=["other-app", "small", "negative"])
+def test_a_foreign_file_is_refused_byte_for_byte_untouched(tmp_path: Path, application_id: int) -> None:
+    _foreign_file(tmp_path / DB_FILENAME, application_id)
+    before = snapshot(tmp_path)
+    with pytest.raises(ForeignDatabaseError) as caught:
+        TaskStore(tmp_path)
+    assert isinstance(caught.value, RuntimeError)
+    assert f"0x{application_id & 0xFFFFFFFF:08X}" in str(caught.value) and "0x554E4943" in str(caught.value)
+    assert snapshot(tmp_path) == before  # same bytes, and no -wal/-shm/-journal left behind
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is a text file, not a database\n" * 40, os.urandom(8192), b"SQLite format 3\x00" + b"\xff" * 200],
+    ids=["text", "random", "broken-header"],
+)
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / DB_FILENAME).write_bytes(content)
+    before = snapshot(tmp_path)
+    with pytest.raises(NotADatabaseError, match="not an SQLite database"):
+        TaskStore(tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    write_uniqc_v1_file(path, wal=False)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 7")
+    conn.commit()
+    conn.close()
+    before = snapshot(tmp_path)
+    with pytest.raises(SchemaTooNewError, match=r"user_version 7.*schema version 1.*Upgrade uniqc_store"):
+        TaskStore(tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_at_an_unknown_newer_revision_is_refused_untouched(tmp_path: Path) -> None:
+    # Written by another process, so that no connection of this one stays open on the file.
+    code = f"from uniqc_store import TaskStore, TaskInfo; TaskStore({str(tmp_path)!r}).save(TaskInfo('t', 'sim'))"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("UPDATE alembic_version SET version_num = '0002'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = snapshot(tmp_path)
+    with pytest.raises(SchemaTooNewError, match="revision '0002'"):
+        TaskStore(tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_clear_all_deletes_the_file_and_its_siblings(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.save(TaskInfo("t", "sim"))
+    (tmp_path / f"{DB_FILENAME}-journal").write_bytes(b"")  # a stale journal, as a crash leaves
+    store.clear_all()
+    assert sorted(os.listdir(tmp_path)) == []
+    assert store.get("t") is None
+    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
+
+
+def test_clear_all_leaves_no_store_of_the_process_writing_into_the_deleted_file(tmp_path: Path) -> None:
+    first, second = TaskStore(tmp_path), TaskStore(tmp_path)
+    second.save(TaskInfo("before", "sim"))
+    first.clear_all()
+    second.save(TaskInfo("after", "sim"))
+    with TaskStore(tmp_path) as third:
+        assert [t.task_id for t in third.list()] == ["after"]
+    assert [r[0] for r in rows_of(tmp_path / DB_FILENAME)] == ["after"]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077], ids=["umask-000", "umask-022", "umask-077"])
+def test_the_cache_directory_and_files_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        cache = tmp_path / "a" / "cache"
+        with TaskStore(cache) as store:
+            store.save(TaskInfo("t", "sim"))
+            names = sorted(os.listdir(cache))
+            modes = {name: os.stat(cache / name).st_mode & 0o777 for name in names}
+    finally:
+        os.umask(old)
+    assert names == [DB_FILENAME, f"{DB_FILENAME}-shm", f"{DB_FILENAME}-wal"]
+    assert set(modes.values()) == {0o600}
+    assert os.stat(cache).st_mode & 0o777 == 0o700
+    assert os.stat(cache.parent).st_mode & 0o777 == 0o700
+
+
+def test_the_default_location_is_under_home(isolated_home: Path) -> None:
+    with TaskStore() as store:
+        store.save(TaskInfo("t", "sim"))
+        assert store.db_path == isolated_home / ".uniqc" / "cache" / DB_FILENAME
+        assert store.cache_dir == isolated_home / ".uniqc" / "cache"
+    assert header(isolated_home / ".uniqc" / "cache" / DB_FILENAME)[0] == APPLICATION_ID
+
+
+def test_uniqc_store_url_names_the_database_when_no_argument_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNIQC_STORE_URL", f"sqlite:///{tmp_path}/elsewhere.sqlite")
+    with TaskStore() as store:
+        assert store.db_path == tmp_path / "elsewhere.sqlite"
+        assert store.url == f"sqlite:///{tmp_path}/elsewhere.sqlite"
+    assert (tmp_path / "elsewhere.sqlite").exists()

@@ -1,0 +1,168 @@
+"""Bad input gets a clear error naming the problem, and nothing stored changes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uniqc_store import (
+    InvalidTaskError,
+    InvalidTaskTypeError,
+    TaskInfo,
+    TaskStore,
+    UnsupportedDatabaseError,
+)
+
+
+class Unserialisable:
+    pass
+
+
+BAD_TASKS = [
+    ("task_id-empty", {"task_id": ""}, ValueError, "task_id must not be empty"),
+    ("task_id-int", {"task_id": 5}, TypeError, "task_id must be a str"),
+    ("task_id-none", {"task_id": None}, TypeError, "task_id must be a str"),
+    ("task_id-too-long", {"task_id": "x" * 256}, ValueError, "task_id is 256 characters long; the limit is 255"),
+    ("backend-empty", {"backend": ""}, ValueError, "backend must not be empty"),
+    ("backend-bytes", {"backend": b"sim"}, TypeError, "backend must be a str"),
+    ("status-unknown", {"status": "done"}, ValueError, "status 'done' is not a TaskStatus value; allowed: pending"),
+    ("status-int", {"status": 1}, TypeError, "status must be a TaskStatus"),
+    ("shots-negative", {"shots": -1}, ValueError, "shots must be between 0"),
+    ("shots-float", {"shots": 10.0}, TypeError, "shots must be an int"),
+    ("shots-bool", {"shots": True}, TypeError, "shots must be an int"),
+    ("shots-str", {"shots": "1000"}, TypeError, "shots must be an int"),
+    ("shots-overflow", {"shots": 2**63}, ValueError, "shots must be between 0"),
+    ("result-list", {"result": [1, 2]}, TypeError, "result must be a dict"),
+    ("result-unserialisable", {"result": {"x": Unserialisable()}}, ValueError, "result is not JSON-serialisable"),
+    ("result-nan", {"result": {"x": float("nan")}}, ValueError, "result is not JSON-serialisable"),
+    ("metadata-none", {"metadata": None}, TypeError, "metadata must be a dict"),
+    ("metadata-set", {"metadata": {"s": {1, 2}}}, ValueError, "metadata is not JSON-serialisable"),
+    ("submit_time-none", {"submit_time": None}, TypeError, "submit_time must be a str"),
+]
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [c[1:] for c in BAD_TASKS], ids=[c[0] for c in BAD_TASKS])
+def test_a_bad_task_is_refused_and_the_stored_record_stays(
+    store: TaskStore, changes: dict, error: type, message: str
+) -> None:
+    store.save(TaskInfo("t-1", "sim", shots=3, result={"ok": 1}, metadata={"m": 1}))
+    before = store.get("t-1")
+    fields = {"task_id": "t-1", "backend": "sim", **changes}
+    bad = TaskInfo(**fields)
+    stamp = bad.update_time
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+        store.save(bad)
+    assert isinstance(caught.value, InvalidTaskError)
+    assert bad.update_time == stamp
+    assert store.get("t-1") == before
+    assert store.count() == 1
+
+
+def test_save_refuses_what_is_not_a_task_info(store: TaskStore) -> None:
+    with pytest.raises(InvalidTaskTypeError, match="expected a TaskInfo, got dict"):
+        store.save({"task_id": "x", "backend": "y"})
+
+
+BAD_QUERIES = [
+    ("list-status", lambda s: s.list(status="done"), ValueError, "status 'done' is not a TaskStatus value"),
+    ("count-status", lambda s: s.count(status="nope"), ValueError, "status 'nope'"),
+    ("list-limit-negative", lambda s: s.list(limit=-1), ValueError, "limit must not be negative"),
+    ("list-offset-negative", lambda s: s.list(offset=-5), ValueError, "offset must not be negative"),
+    ("list-limit-str", lambda s: s.list(limit="10"), TypeError, "limit must be an int"),
+    ("clear-completed-unknown", lambda s: s.clear_completed(("success", "finished")), ValueError, "'finished'"),
+    ("clear-completed-str", lambda s: s.clear_completed("success"), TypeError, "tuple or list"),
+    ("get-int", lambda s: s.get(3), TypeError, "task_id must be a str"),
+    ("delete-empty", lambda s: s.delete(""), ValueError, "task_id must not be empty"),
+    ("list-backend-empty", lambda s: s.list(backend=""), ValueError, "backend must not be empty"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [c[1:] for c in BAD_QUERIES], ids=[c[0] for c in BAD_QUERIES])
+def test_bad_query_arguments_are_refused_and_nothing_changes(
+    store: TaskStore, call, error: type, message: str
+) -> None:
+    store.save(TaskInfo("t-1", "sim", status="success"))
+    with pytest.raises(error, match=message):
+        call(store)
+    assert store.count() == 1
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "not-a-dir"
+    target.write_bytes(b"precious")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        TaskStore(target)
+    assert target.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"cache_dir": 5}, TypeError, "cache_dir must be a path"),
+        ({"url": "oracle://scott@db/x"}, UnsupportedDatabaseError, "supports sqlite, postgresql"),
+        ({"url": "postgresql+asyncpg://u@h/d"}, UnsupportedDatabaseError, "'asyncpg' driver is not supported"),
+        ({"url": "sqlite://"}, UnsupportedDatabaseError, "needs an SQLite file path"),
+        ({"url": "not a url"}, UnsupportedDatabaseError, "not a database URL"),
+    ],
+    ids=["cache-dir-int", "oracle", "other-driver", "sqlite-memory", "garbage"],
+)
+def test_unusable_locations_are_refused(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        TaskStore(**kwargs)
+
+
+def test_cache_dir_and_url_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="either cache_dir or url"):
+        TaskStore(tmp_path, url=f"sqlite:///{tmp_path}/x.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("module", "url", "extra"),
+    [("psycopg", "postgresql+psycopg://u@127.0.0.1/d", "postgresql"), ("pymysql", "mysql+pymysql://u@127.0.0.1/d", "mysql")],
+    ids=["postgresql", "mysql"],
+)
+def test_a_missing_driver_names_the_extra_to_install(module: str, url: str, extra: str, tmp_path: Path) -> None:
+    # A child interpreter where the driver cannot be imported, as on a machine without the extra.
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from uniqc_store import TaskStore, DriverNotInstalledError\n"
+        "try:\n"
+        f"    TaskStore(url={url!r})\n"
+        "except DriverNotInstalledError as e:\n"
+        "    assert isinstance(e, ImportError); print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert f"pip install 'uniqc_store[{extra}]'" in out.stdout
+
+
+def test_task_info_round_trips_through_a_plain_dict() -> None:
+    task = TaskInfo("t", "sim", status="success", result={"a": 1}, shots=5, metadata={"m": [1]})
+    data = task.to_dict()
+    assert data == {
+        "task_id": "t", "backend": "sim", "status": "success", "result": {"a": 1}, "shots": 5,
+        "submit_time": task.submit_time, "update_time": task.update_time, "metadata": {"m": [1]},
+    }
+    assert TaskInfo.from_dict(data) == task
+    assert type(TaskInfo("t", "b").to_dict()["status"]) is str
+
+
+def test_task_info_defaults() -> None:
+    task = TaskInfo("t", "sim")
+    assert (task.status, task.result, task.shots, task.metadata) == ("pending", None, 1000, {})
+    assert task.submit_time.endswith("+00:00") and task.update_time.endswith("+00:00")
+    assert TaskInfo("u", "sim").metadata is not task.metadata
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [({"backend": "b"}, "missing required keys"), ({"task_id": "t", "backend": "b", "colour": 1}, "unknown keys")],
+    ids=["missing", "unknown"],
+)
+def test_from_dict_names_missing_and_unknown_keys(data: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TaskInfo.from_dict(data)

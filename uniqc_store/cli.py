@@ -1,0 +1,333 @@
+"""The ``uniqc-store`` command line: inspect, upgrade and tidy a task-record store.
+
+Usage::
+
+    uniqc-store [--cache-dir DIR | --url URL] COMMAND [options]
+
+Commands: ``upgrade``, ``info``, ``list``, ``show TASK_ID``, ``delete TASK_ID`` and
+``clear-completed``. Without ``--cache-dir`` or ``--url`` the store's default applies:
+``$UNIQC_STORE_URL`` if set, else ``~/.uniqc/cache/tasks.sqlite``.
+
+Results go to stdout; errors are one line on stderr, ``uniqc-store: error: ...``. Exit status:
+0 on success, 1 when the task named is not found (``show``, ``delete``), 2 for bad usage, bad
+input, or a database that was refused or could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from sqlalchemy import exc as sa_exc
+
+from . import __version__, database, schema
+from .errors import StoreError
+from .records import TERMINAL_STATUSES, TaskInfo, TaskStatus
+from .schema import HEAD_REVISION, SchemaState
+from .store import TaskStore
+
+PROG = "uniqc-store"
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+
+LIST_COLUMNS = ("task_id", "status", "backend", "shots", "submit_time")
+_STATUS_CHOICES = ", ".join(status.value for status in TaskStatus)
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (raised instead of argparse's print-usage-and-exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised, so that :func:`main` reports them on one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``uniqc-store`` command line."""
+    location = _location_options()
+    parser = _Parser(
+        prog=PROG,
+        parents=[location],
+        description="Inspect, upgrade and tidy a uniqc task-record store.",
+        epilog="Exit status: 0 success, 1 task not found, 2 bad usage or input, "
+        "or a database that was refused or could not be used.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__} (schema revision {HEAD_REVISION})")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[location], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("upgrade", cmd_upgrade, "bring the database to the newest schema revision")
+    info = add("info", cmd_info, "show where the store is, its schema version and its task counts")
+    _add_json_flag(info)
+    listing = add("list", cmd_list, "list tasks, newest first")
+    listing.add_argument("--status", help=f"only tasks with this status ({_STATUS_CHOICES})")
+    listing.add_argument("--backend", help="only tasks on this backend")
+    listing.add_argument("--limit", type=int, metavar="N", help="at most N tasks")
+    _add_json_flag(listing)
+    add("show", cmd_show, "print one task as JSON").add_argument("task_id", metavar="TASK_ID")
+    add("delete", cmd_delete, "delete one task").add_argument("task_id", metavar="TASK_ID")
+    add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {', '.join(TERMINAL_STATUSES)}")
+    return parser
+
+
+def _location_options() -> argparse.ArgumentParser:
+    """The options that choose the database, accepted before or after the command.
+
+    Their default is SUPPRESS so that a command's parser never overwrites a value given before it.
+    """
+    options = _Parser(add_help=False)
+    group = options.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help="directory holding tasks.sqlite"
+    )
+    group.add_argument(
+        "--url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="database URL: sqlite:////path/tasks.sqlite, postgresql+psycopg://..., mysql+pymysql://...",
+    )
+    return options
+
+
+def _add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _fail(f"{error} (see '{PROG} --help')", EXIT_ERROR)
+    except SystemExit as stop:  # --help and --version
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        return _stdout_closed()
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except (StoreError, sa_exc.SQLAlchemyError, OSError) as error:
+        return _fail(_describe(error, args), EXIT_ERROR)
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Bring the database to the head revision and say what was done."""
+    before = _state_before_upgrade(args)
+    with _open_store(args) as store:
+        info = store.schema_info()
+    after = _revision_text(info["revision"])
+    where = _location(info)
+    if before is None:
+        print(f"{where}: created at {after}")
+    elif before.at_head:
+        print(f"{where}: already at {after}; nothing to do")
+    else:
+        print(f"{where}: upgraded from {_state_text(before)} to {after}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the store's location, schema version and task counts."""
+    with _open_store(args) as store:
+        info = store.schema_info()
+        counts = _all_counts(store.count_by_status())
+    report = {"location": _location(info), **info, "counts": counts, "total": sum(counts.values())}
+    if args.json:
+        _print_json(report)
+    else:
+        _print_info(report)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print tasks, newest first, as a table or a JSON array."""
+    with _open_store(args) as store:
+        tasks = store.list(status=args.status, backend=args.backend, limit=args.limit)
+    if args.json:
+        _print_json([task.to_dict() for task in tasks])
+    else:
+        for line in format_table(LIST_COLUMNS, [_list_row(task) for task in tasks], right=("shots",)):
+            print(line)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one task as JSON, or fail with status 1 when it does not exist."""
+    with _open_store(args) as store:
+        task = store.get(args.task_id)
+    if task is None:
+        return _not_found(args.task_id)
+    _print_json(task.to_dict())
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete one task, or fail with status 1 when it does not exist."""
+    with _open_store(args) as store:
+        deleted = store.delete(args.task_id)
+    if not deleted:
+        return _not_found(args.task_id)
+    print(f"deleted task {_cell(args.task_id)}")
+    return EXIT_OK
+
+
+def cmd_clear_completed(args: argparse.Namespace) -> int:
+    """Delete the tasks in a terminal status and print how many there were."""
+    with _open_store(args) as store:
+        count = store.clear_completed()
+    print(f"deleted {count} completed task{'' if count == 1 else 's'}")
+    return EXIT_OK
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _open_store(args: argparse.Namespace) -> TaskStore:
+    return TaskStore(getattr(args, "cache_dir", None), url=getattr(args, "url", None))
+
+
+def _state_before_upgrade(args: argparse.Namespace) -> SchemaState | None:
+    """Read the schema state without changing anything; None when the SQLite file does not exist.
+
+    A database that is not ours, or too new, is refused here already, exactly as opening it would.
+    """
+    url = database.resolve_url(getattr(args, "cache_dir", None), getattr(args, "url", None))
+    with database.opened(url) as db:
+        if db.path is not None and not db.path.exists():
+            return None  # connecting would create the file; the store creates it properly
+        with db.engine.connect() as conn:
+            return schema.read_state(db, conn)
+
+
+def _state_text(state: SchemaState) -> str:
+    if state.revision is not None:
+        return f"revision {state.revision}"
+    if state.user_version:
+        return f"user_version {state.user_version} (written by uniqc, no revision recorded)"
+    return "base (no revision)"
+
+
+def _revision_text(revision: str | None) -> str:
+    if revision is None:
+        return "base (no revision)"
+    return f"revision {revision}" + (" (head)" if revision == HEAD_REVISION else "")
+
+
+def _location(info: dict[str, Any]) -> str:
+    """The SQLite file's path, or the server's URL with its password hidden."""
+    return info.get("path") or info["url"]
+
+
+def _all_counts(present: dict[str, int]) -> dict[str, int]:
+    """Counts of every status in TaskStatus order, zeros included, then any unknown ones."""
+    counts = {status.value: present.get(status.value, 0) for status in TaskStatus}
+    counts.update(sorted((status, n) for status, n in present.items() if status not in counts))
+    return counts
+
+
+def _print_info(report: dict[str, Any]) -> None:
+    fields = [("location", report["location"]), ("revision", _revision_text(report["revision"]))]
+    fields += [(key, report[key]) for key in ("user_version", "application_id") if key in report]
+    fields += list(report["counts"].items())
+    fields.append(("total", report["total"]))
+    width = max(len(key) for key, _ in fields) + 1
+    for key, value in fields:
+        print(f"{key + ':':<{width}} {value}")
+
+
+def _list_row(task: TaskInfo) -> list[str]:
+    return [_cell(value) for value in (task.task_id, str(task.status), task.backend, task.shots, task.submit_time)]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[str] = ()) -> list[str]:
+    """Lay out ``rows`` under ``headers`` in columns two spaces apart, without trailing blanks.
+
+    Columns named in ``right`` are right-aligned; widths count East Asian wide characters twice.
+    """
+    table = [list(headers), *(list(row) for row in rows)]
+    widths = [max(_width(row[i]) for row in table) for i in range(len(headers))]
+    lines = []
+    for row in table:
+        cells = []
+        for header, text, width in zip(headers, row, widths):
+            pad = " " * (width - _width(text))
+            cells.append(pad + text if header in right else text + pad)
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _cell(value: object) -> str:
+    """``value`` as text on one line: control and other unprintable characters escaped."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _not_found(task_id: str) -> int:
+    return _fail(f"task {task_id!r} not found", EXIT_NOT_FOUND)
+
+
+def _describe(error: BaseException, args: argparse.Namespace) -> str:
+    """The message of a library, driver or OS error, naming the database when the driver does not."""
+    if isinstance(error, sa_exc.DBAPIError):
+        return f"{_target(args)}: {error.orig}"
+    if isinstance(error, sa_exc.SQLAlchemyError):
+        return f"{_target(args)}: {error.args[0] if error.args else type(error).__name__}"
+    return str(error) or type(error).__name__
+
+
+def _target(args: argparse.Namespace) -> str:
+    """The database the command line names, as a path or a password-masked URL."""
+    try:
+        url = database.resolve_url(getattr(args, "cache_dir", None), getattr(args, "url", None))
+    except StoreError:
+        return "the database"
+    return url.database if url.get_backend_name() == "sqlite" else database.mask(url)
+
+
+def _fail(message: str, status: int) -> int:
+    """Print ``message`` as one ``uniqc-store: error:`` line on stderr; return ``status``."""
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
+    return status
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``uniqc-store list | head``): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
