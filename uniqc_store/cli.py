@@ -21,7 +21,7 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from sqlalchemy import exc as sa_exc
 
@@ -139,8 +139,10 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         info = store.schema_info()
     after = _revision_text(info["revision"])
     where = _location(info)
-    if before is None:
+    if before == "new":
         print(f"{where}: created at {after}")
+    elif before is None:
+        print(f"{where}: at {after}")
     elif before.at_head:
         print(f"{where}: already at {after}; nothing to do")
     else:
@@ -208,17 +210,21 @@ def _open_store(args: argparse.Namespace) -> TaskStore:
     return TaskStore(getattr(args, "cache_dir", None), url=getattr(args, "url", None))
 
 
-def _state_before_upgrade(args: argparse.Namespace) -> SchemaState | None:
-    """Read the schema state without changing anything; None when the SQLite file does not exist.
+def _state_before_upgrade(args: argparse.Namespace) -> SchemaState | Literal["new"] | None:
+    """Read the schema state without changing anything, if that is possible.
 
-    A database that is not ours, or too new, is refused here already, exactly as opening it would.
+    Returns ``"new"`` when the SQLite file does not exist yet, and None when the state could not
+    be read: opening the store, next, then reports why (with the library's own message).
     """
-    url = database.resolve_url(getattr(args, "cache_dir", None), getattr(args, "url", None))
-    with database.opened(url) as db:
-        if db.path is not None and not db.path.exists():
-            return None  # connecting would create the file; the store creates it properly
-        with db.engine.connect() as conn:
-            return schema.read_state(db, conn)
+    try:
+        url = database.resolve_url(getattr(args, "cache_dir", None), getattr(args, "url", None))
+        with database.opened(url) as db:
+            if db.path is not None and not db.path.exists():
+                return "new"  # connecting would create the file; the store creates it properly
+            with db.engine.connect() as conn:
+                return schema.read_state(db, conn)
+    except (StoreError, sa_exc.SQLAlchemyError):
+        return None
 
 
 def _state_text(state: SchemaState) -> str:
@@ -232,7 +238,13 @@ def _state_text(state: SchemaState) -> str:
 def _revision_text(revision: str | None) -> str:
     if revision is None:
         return "base (no revision)"
-    return f"revision {revision}" + (" (head)" if revision == HEAD_REVISION else "")
+    return f"revision {_revision_label(revision)}"
+
+
+def _revision_label(revision: str | None) -> str:
+    if revision is None:
+        return "none"
+    return revision + (" (head)" if revision == HEAD_REVISION else "")
 
 
 def _location(info: dict[str, Any]) -> str:
@@ -248,7 +260,7 @@ def _all_counts(present: dict[str, int]) -> dict[str, int]:
 
 
 def _print_info(report: dict[str, Any]) -> None:
-    fields = [("location", report["location"]), ("revision", _revision_text(report["revision"]))]
+    fields = [("location", report["location"]), ("revision", _revision_label(report["revision"]))]
     fields += [(key, report[key]) for key in ("user_version", "application_id") if key in report]
     fields += list(report["counts"].items())
     fields.append(("total", report["total"]))

@@ -37,6 +37,7 @@ from .errors import (
     MigrationError,
     NotADatabaseError,
     SchemaTooNewError,
+    StoreError,
 )
 from .models import Base
 
@@ -341,8 +342,14 @@ def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
     try:
         with context.begin_transaction():
             context.run_migrations()
-    except exc.DBAPIError as error:
-        raise MigrationError(f"migration failed and was rolled back: {error.orig}") from error
+    except StoreError:
+        raise
+    except Exception as error:
+        reason = error.orig if isinstance(error, exc.DBAPIError) else error
+        raise MigrationError(
+            f"a schema migration failed and its revision was rolled back ({type(reason).__name__}: {reason}); "
+            "the database stays at the last revision that completed"
+        ) from error
 
 
 @functools.cache

@@ -1,0 +1,247 @@
+"""Alembic revisions and the header hook: pytest-alembic's checklist, on every backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+
+from dbutil import raw_rows
+from uniqc_files import header, rows_of, write_uniqc_v1_file
+from uniqc_store import (
+    APPLICATION_ID,
+    CURRENT_SCHEMA_VERSION,
+    DB_FILENAME,
+    HEAD_REVISION,
+    MigrationError,
+    SchemaTooNewError,
+    TaskInfo,
+    TaskStore,
+)
+from uniqc_store import schema
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(schema.alembic_config())
+
+
+def revisions_in_order() -> list[str]:
+    return [r.revision for r in reversed(list(script().walk_revisions()))]
+
+
+def tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def state(url: str) -> tuple:
+    """(alembic revision, user_version or None) as the database says."""
+    revision = raw_rows(url, "SELECT version_num FROM alembic_version") if "alembic_version" in tables(url) else []
+    user_version = None
+    if url.startswith("sqlite"):
+        user_version = raw_rows(url, "PRAGMA user_version")[0][0]
+    return (revision[0][0] if revision else None), user_version
+
+
+def expected_user_version(url: str, revision: str | None) -> int | None:
+    return (int(revision) if revision else 0) if url.startswith("sqlite") else None
+
+
+def test_there_is_a_single_head_and_the_library_knows_it() -> None:
+    assert script().get_heads() == [HEAD_REVISION]
+    assert CURRENT_SCHEMA_VERSION == int(HEAD_REVISION)
+
+
+def test_revision_ids_are_consecutive_zero_padded_integers() -> None:
+    revisions = revisions_in_order()
+    assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
+    for revision in script().walk_revisions():
+        assert Path(revision.path).name.startswith(f"{revision.revision}_")
+
+
+def test_base_to_head_and_back(db_url: str) -> None:
+    schema.upgrade(url=db_url)
+    assert state(db_url) == (HEAD_REVISION, expected_user_version(db_url, HEAD_REVISION))
+    assert "tasks" in tables(db_url)
+    schema.downgrade("base", url=db_url)
+    assert state(db_url) == (None, expected_user_version(db_url, None))
+    assert "tasks" not in tables(db_url)
+
+
+def test_the_stairway_each_revision_up_down_and_up_again(db_url: str) -> None:
+    previous = None
+    for revision in revisions_in_order():
+        schema.upgrade(revision, url=db_url)
+        assert state(db_url) == (revision, expected_user_version(db_url, revision))
+        schema.downgrade(previous or "base", url=db_url)
+        assert state(db_url) == (previous, expected_user_version(db_url, previous))
+        schema.upgrade(revision, url=db_url)
+        assert state(db_url) == (revision, expected_user_version(db_url, revision))
+        previous = revision
+
+
+def test_alembic_check_finds_no_drift_between_the_model_and_the_revisions(db_url: str) -> None:
+    schema.upgrade(url=db_url)
+    # Through the command line's path: env.py opens the database named by -x url=.
+    out = _alembic(["-x", f"url={db_url}", "check"], {})
+    assert out.returncode == 0, out.stderr
+    assert "No new upgrade operations detected" in out.stdout + out.stderr
+
+
+def test_the_header_hook_stamps_application_id_and_user_version_on_every_step(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / DB_FILENAME}"
+    schema.upgrade(url=url)
+    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
+    schema.downgrade("base", url=url)
+    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, 0)
+
+
+def _scripts_with(tmp_path: Path, body: str) -> Path:
+    """A copy of the bundled revisions plus a revision 0002 with ``body`` as its upgrade()."""
+    scripts = tmp_path / "scripts"
+    shutil.copytree(schema.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    upgrade_body = textwrap.indent(textwrap.dedent(body).strip(), "    ")
+    (scripts / "versions" / "0002_extra.py").write_text(
+        '"""A revision made by the test suite."""\n'
+        "import sqlalchemy as sa\n"
+        "from alembic import op\n\n"
+        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f"def upgrade():\n{upgrade_body}\n\n\n"
+        'def downgrade():\n    op.drop_table("extra")\n'
+    )
+    return scripts
+
+
+FAILING = """
+op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
+op.execute("INSERT INTO extra (id) VALUES (1)")
+op.execute("UPDATE tasks SET backend = 'clobbered'")
+raise RuntimeError("revision 0002 failed half-way")
+"""
+
+
+def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str, tmp_path: Path) -> None:
+    if backend == "mysql":
+        pytest.skip("MySQL/MariaDB commit DDL implicitly: a failing revision cannot be rolled back there")
+    with TaskStore(url=db_url) as store:
+        store.save(TaskInfo("t", "sim"))
+    before = (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
+    with pytest.raises(MigrationError, match="revision 0002 failed half-way"):
+        schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, FAILING))
+    assert (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
+    with TaskStore(url=db_url) as store:
+        assert store.get("t").backend == "sim"
+
+
+def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db' / DB_FILENAME}"
+    with pytest.raises(MigrationError):
+        schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING))
+    assert state(url) == ("0001", 1)
+    assert "extra" not in tables(url)
+
+
+def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url: str, tmp_path: Path) -> None:
+    schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'))
+    assert state(db_url) == ("0002", expected_user_version(db_url, "0002"))
+    before = tables(db_url)
+    with pytest.raises(SchemaTooNewError, match="Upgrade uniqc_store"):
+        TaskStore(url=db_url)
+    assert state(db_url) == ("0002", expected_user_version(db_url, "0002")) and tables(db_url) == before
+
+
+def test_opening_a_database_at_head_loads_no_alembic_code(tmp_path: Path) -> None:
+    TaskStore(tmp_path).close()
+    code = (
+        "import sys\n"
+        "from uniqc_store import TaskStore\n"
+        f"s = TaskStore({str(tmp_path)!r}); s.count()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _alembic(args: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    alembic = Path(sys.executable).with_name("alembic")
+    full_env = {key: value for key, value in os.environ.items() if key != "UNIQC_STORE_URL"}
+    full_env.update(env)
+    return subprocess.run([str(alembic), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=full_env)
+
+
+def test_the_alembic_command_line_upgrades_reports_and_downgrades(db_url: str) -> None:
+    run = lambda *args: _alembic(["-x", f"url={db_url}", *args], {})  # noqa: E731
+    assert run("upgrade", "head").returncode == 0
+    current = run("current")
+    assert current.returncode == 0 and "0001 (head)" in current.stdout
+    assert run("check").returncode == 0
+    assert run("downgrade", "base").returncode == 0
+    assert state(db_url) == (None, expected_user_version(db_url, None))
+    assert run("upgrade", "head").returncode == 0
+    with TaskStore(url=db_url) as store:
+        store.save(TaskInfo("t", "sim"))
+        assert store.count() == 1
+
+
+def test_the_alembic_command_line_uses_the_environment_then_the_default_file(tmp_path: Path, isolated_home: Path) -> None:
+    env_file = tmp_path / "from-env.sqlite"
+    out = _alembic(["upgrade", "head"], {"HOME": str(isolated_home), "UNIQC_STORE_URL": f"sqlite:///{env_file}"})
+    assert out.returncode == 0, out.stderr
+    assert header(env_file) == (APPLICATION_ID, 1)
+    out = _alembic(["upgrade", "head"], {"HOME": str(isolated_home)})
+    assert out.returncode == 0, out.stderr
+    default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
+    assert header(default) == (APPLICATION_ID, 1)
+    assert os.stat(default.parent).st_mode & 0o777 == 0o700
+
+
+def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    written = write_uniqc_v1_file(path, rows=5)
+    out = _alembic(["-x", f"url=sqlite:///{path}", "current"], {})
+    assert out.returncode == 0 and rows_of(path) == sorted(written)
+    assert "alembic_version" not in tables(f"sqlite:///{path}")  # 'current' writes nothing
+    out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
+    assert out.returncode == 0, out.stderr
+    assert state(f"sqlite:///{path}") == ("0001", 1)
+    assert rows_of(path) == sorted(written)
+
+
+def test_the_alembic_command_line_refuses_a_foreign_file_untouched(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "foreign.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 42")
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
+    assert out.returncode != 0
+    assert "0x0000002A" in out.stderr and "0x554E4943" in out.stderr
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite"]
+
+
+def test_command_upgrade_works_with_a_connection_passed_in_attributes(tmp_path: Path) -> None:
+    # The documented embedding: build the Config in code, hand env.py a connection.
+    url = f"sqlite:///{tmp_path / DB_FILENAME}"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(schema.alembic_config(conn), "head")
+        conn.commit()
+    engine.dispose()
+    assert state(url)[0] == "0001"
