@@ -1,0 +1,97 @@
+"""What only servers need: hidden passwords, reconnects, key limits and exact key matching."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from conftest import create_server_database, server_admin_url
+from uniqc_store import DatabaseError, InvalidTaskError, TaskInfo, TaskStore
+
+PASSWORD = "S3cret-Pa55word"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:1/tasks", f"mysql+pymysql://alice:{PASSWORD}@127.0.0.1:1/tasks"],
+    ids=["postgresql", "mysql"],
+)
+def test_an_unreachable_server_is_reported_without_the_password(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseError) as caught:
+        TaskStore(url=url)
+    message = str(caught.value)
+    assert "127.0.0.1" in message and "***" in message
+    everything = "".join(traceback.format_exception(caught.value)) + caplog.text
+    assert PASSWORD not in everything
+
+
+def test_a_store_never_shows_its_password(isolated_home) -> None:
+    url, drop = create_server_database("postgresql")
+    try:
+        # Trust authentication accepts any password, so this one is real yet harmless.
+        with_password = make_url(url).set(password=PASSWORD).render_as_string(hide_password=False)
+        with TaskStore(url=with_password) as store:
+            store.save(TaskInfo("t", "sim"))
+            for shown in (repr(store), str(store), store.url, str(store.schema_info())):
+                assert PASSWORD not in shown and "***" in shown
+    finally:
+        drop()
+
+
+def _kill_other_sessions(backend: str, database: str) -> int:
+    engine = create_engine(server_admin_url(backend), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                return len(conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).all())
+            ids = [r[0] for r in conn.execute(text(
+                "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"),
+                {"db": database})]
+            for session in ids:
+                conn.execute(text(f"KILL {int(session)}"))
+            return len(ids)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_a_dropped_connection_costs_a_reconnect_not_an_error(server: str) -> None:
+    url, drop = create_server_database(server)
+    try:
+        with TaskStore(url=url) as store:
+            store.save(TaskInfo("before", "sim"))
+            assert _kill_other_sessions(server, make_url(url).database) >= 1
+            store.save(TaskInfo("after", "sim"))
+            assert sorted(t.task_id for t in store.list()) == ["after", "before"]
+    finally:
+        drop()
+
+
+@pytest.mark.parametrize("text_", ["x" * 255, "量" * 255, "🧪" * 255], ids=["ascii", "cjk", "emoji"])
+def test_ids_and_backends_of_255_characters_are_stored(store: TaskStore, text_: str) -> None:
+    store.save(TaskInfo(text_, text_))
+    got = store.get(text_)
+    assert (got.task_id, got.backend) == (text_, text_)
+    assert [t.task_id for t in store.list(backend=text_)] == [text_]
+
+
+def test_longer_ids_are_refused_before_reaching_the_database(store: TaskStore) -> None:
+    with pytest.raises(InvalidTaskError, match="limit is 255"):
+        store.save(TaskInfo("量" * 256, "sim"))
+    assert store.count() == 0
+
+
+def test_task_ids_match_exactly_on_every_backend(store: TaskStore) -> None:
+    for task_id in ["a", "A", "a ", "ä", "a\u0308"]:
+        store.save(TaskInfo(task_id, "sim", metadata={"id": task_id}))
+    assert store.count() == 5
+    for task_id in ["a", "A", "a ", "ä", "a\u0308"]:
+        assert store.get(task_id).metadata == {"id": task_id}
+    assert store.get("a  ") is None
