@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from uniqc_store import (
+    DatabaseError,
     InvalidTaskError,
     InvalidTaskTypeError,
     TaskInfo,
@@ -166,3 +167,11 @@ def test_task_info_defaults() -> None:
 def test_from_dict_names_missing_and_unknown_keys(data: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TaskInfo.from_dict(data)
+
+
+def test_a_cache_dir_that_cannot_be_created_is_a_clear_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DatabaseError, match="cannot create the database"):
+        TaskStore(blocker / "sub")
+    assert blocker.read_text() == "x"

@@ -41,6 +41,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer kille
 LIST_COLUMNS = ("task_id", "status", "backend", "shots", "submit_time")
 _STATUS_CHOICES = ", ".join(status.value for status in TaskStatus)
 
+Handler = Callable[[argparse.Namespace], int]
+
 
 class UsageError(Exception):
     """The command line itself is wrong (raised instead of argparse's print-usage-and-exit)."""
@@ -66,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 task not found, 2 bad usage or input, "
         "or a database that was refused or could not be used.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__} (schema revision {HEAD_REVISION})")
+    version = f"{PROG} {__version__} (schema revision {HEAD_REVISION})"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[location], help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
@@ -84,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_flag(listing)
     add("show", cmd_show, "print one task as JSON").add_argument("task_id", metavar="TASK_ID")
     add("delete", cmd_delete, "delete one task").add_argument("task_id", metavar="TASK_ID")
-    add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {', '.join(TERMINAL_STATUSES)}")
+    terminal = ", ".join(TERMINAL_STATUSES)
+    add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {terminal}")
     return parser
 
 
@@ -270,10 +274,13 @@ def _print_info(report: dict[str, Any]) -> None:
 
 
 def _list_row(task: TaskInfo) -> list[str]:
-    return [_cell(value) for value in (task.task_id, str(task.status), task.backend, task.shots, task.submit_time)]
+    values = (task.task_id, str(task.status), task.backend, task.shots, task.submit_time)
+    return [_cell(value) for value in values]
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[str] = ()) -> list[str]:
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[str] = ()
+) -> list[str]:
     """Lay out ``rows`` under ``headers`` in columns two spaces apart, without trailing blanks.
 
     Columns named in ``right`` are right-aligned; widths count East Asian wide characters twice.

@@ -190,15 +190,18 @@ class Database:
         creating it 0600 here keeps every sibling private too, whatever the umask.
         """
         assert self.path is not None
-        _make_private_dirs(self.path.parent)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+            _make_private_dirs(self.path.parent)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise DatabaseError(f"cannot create the database {self.path}: {error.strerror or error}") from error
 
     def delete_file(self) -> None:
         """Close every pooled connection, then delete the SQLite file and its siblings.

@@ -1,0 +1,487 @@
+"""The ``uniqc-store`` command line: every command, its output formats, exit statuses and errors.
+
+Most tests call :func:`uniqc_store.cli.main` in-process; the subprocess tests at the end run
+``python -m uniqc_store`` and the installed ``uniqc-store`` script as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from uniqc_files import snapshot, write_uniqc_v1_file
+from uniqc_store import DB_FILENAME, HEAD_REVISION, TaskInfo, TaskStore
+from uniqc_store.cli import main
+
+ERROR_PREFIX = "uniqc-store: error: "
+
+# Newest last; `list` prints them newest first.
+TASKS = [
+    TaskInfo("a-success", "originq:wuyuan", status="success", shots=100, submit_time="2024-01-01T00:00:00+00:00"),
+    TaskInfo("b-running", "dummy", status="running", shots=200, submit_time="2024-01-02T00:00:00+00:00"),
+    TaskInfo("c-failed", "originq:wuyuan", status="failed", shots=300, submit_time="2024-01-03T00:00:00+00:00"),
+    TaskInfo(
+        "d-pending", "dummy", status="pending", shots=400, submit_time="2024-01-04T00:00:00+00:00",
+        metadata={"circuit": "量子"},
+    ),
+    TaskInfo(
+        "e-cancelled", "dummy", status="cancelled", shots=500, submit_time="2024-01-05T00:00:00+00:00",
+        result={"00": 3, "11": 5},
+    ),
+]
+NEWEST_FIRST = [task.task_id for task in reversed(TASKS)]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def assert_one_error_line(err: str, *fragments: str) -> None:
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(ERROR_PREFIX), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def list_ids(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines()[1:]]
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def populated(cache_dir: Path) -> Path:
+    """A store in ``cache_dir`` holding :data:`TASKS`."""
+    with TaskStore(cache_dir) as store:
+        for task in TASKS:
+            store.save(task)
+    return cache_dir
+
+
+def stored(cache_dir: Path) -> list[TaskInfo]:
+    with TaskStore(cache_dir) as store:
+        return store.list()
+
+
+def foreign_file(path: Path) -> Path:
+    """An SQLite database of another program: its own application_id and a table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def random_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(8192))
+    return path
+
+
+# -- upgrade -------------------------------------------------------------------------------------
+
+
+def test_upgrade_creates_a_missing_database_at_head(capsys: pytest.CaptureFixture[str], cache_dir: Path) -> None:
+    result = run(capsys, "--cache-dir", cache_dir, "upgrade")
+    assert (result.code, result.err) == (0, "")
+    db = cache_dir / DB_FILENAME
+    assert result.out == f"{db}: created at revision {HEAD_REVISION} (head)\n"
+    with TaskStore(cache_dir) as store:
+        assert store.schema_info()["revision"] == HEAD_REVISION
+
+
+def test_upgrade_of_a_database_at_head_says_nothing_was_done(
+    capsys: pytest.CaptureFixture[str], populated: Path
+) -> None:
+    result = run(capsys, "--cache-dir", populated, "upgrade")
+    assert result.code == 0
+    assert result.out == f"{populated / DB_FILENAME}: already at revision {HEAD_REVISION} (head); nothing to do\n"
+    assert len(stored(populated)) == len(TASKS)
+
+
+def test_upgrade_adopts_a_file_written_by_uniqc_and_keeps_its_rows(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path
+) -> None:
+    write_uniqc_v1_file(cache_dir / DB_FILENAME, rows=3)
+    result = run(capsys, "--cache-dir", cache_dir, "upgrade")
+    assert result.code == 0
+    assert "upgraded from user_version 1" in result.out
+    assert result.out.rstrip().endswith(f"to revision {HEAD_REVISION} (head)")
+    assert len(stored(cache_dir)) == 3
+
+
+def test_upgrade_of_an_empty_file_starts_from_base(capsys: pytest.CaptureFixture[str], cache_dir: Path) -> None:
+    cache_dir.mkdir()
+    (cache_dir / DB_FILENAME).touch()
+    result = run(capsys, "--cache-dir", cache_dir, "upgrade")
+    assert result.code == 0
+    assert result.out.endswith(f": upgraded from base (no revision) to revision {HEAD_REVISION} (head)\n")
+
+
+# -- info ----------------------------------------------------------------------------------------
+
+
+def test_info_prints_location_version_header_and_counts(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "info")
+    assert (result.code, result.err) == (0, "")
+    fields = dict(line.split(":", 1) for line in result.out.splitlines())
+    fields = {key: value.strip() for key, value in fields.items()}
+    assert fields == {
+        "location": str(populated / DB_FILENAME),
+        "revision": f"{HEAD_REVISION} (head)",
+        "user_version": str(int(HEAD_REVISION)),
+        "application_id": "0x554E4943",
+        "pending": "1",
+        "running": "1",
+        "success": "1",
+        "failed": "1",
+        "cancelled": "1",
+        "total": "5",
+    }
+
+
+def test_info_json_parses_and_counts_every_status(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    run(capsys, "--cache-dir", populated, "clear-completed")
+    result = run(capsys, "--cache-dir", populated, "info", "--json")
+    assert result.code == 0
+    info = json.loads(result.out)
+    assert info["location"] == info["path"] == str(populated / DB_FILENAME)
+    assert info["url"] == f"sqlite:///{populated / DB_FILENAME}"
+    assert (info["revision"], info["user_version"], info["application_id"]) == (
+        HEAD_REVISION, int(HEAD_REVISION), "0x554E4943",
+    )
+    assert info["counts"] == {"pending": 1, "running": 1, "success": 0, "failed": 0, "cancelled": 0}
+    assert info["total"] == 2
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def test_list_prints_a_table_newest_first(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "list")
+    assert (result.code, result.err) == (0, "")
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["task_id", "status", "backend", "shots", "submit_time"]
+    assert lines[1].split() == ["e-cancelled", "cancelled", "dummy", "500", "2024-01-05T00:00:00+00:00"]
+    assert list_ids(result.out) == NEWEST_FIRST
+    assert len({line.index("2024") for line in lines[1:]}) == 1  # the columns line up
+
+
+def test_list_of_an_empty_store_prints_only_the_header(capsys: pytest.CaptureFixture[str], cache_dir: Path) -> None:
+    result = run(capsys, "--cache-dir", cache_dir, "list")
+    assert result.code == 0
+    assert result.out.split() == ["task_id", "status", "backend", "shots", "submit_time"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param(["--status", "running"], ["b-running"], id="status"),
+        pytest.param(["--backend", "dummy"], ["e-cancelled", "d-pending", "b-running"], id="backend"),
+        pytest.param(["--limit", "2"], ["e-cancelled", "d-pending"], id="limit"),
+        pytest.param(["--limit", "0"], [], id="limit-zero"),
+        pytest.param(["--status", "failed", "--backend", "originq:wuyuan"], ["c-failed"], id="status-and-backend"),
+        pytest.param(["--status", "success", "--backend", "dummy"], [], id="nothing-matches"),
+    ],
+)
+def test_list_filters_by_status_backend_and_limit(
+    capsys: pytest.CaptureFixture[str], populated: Path, options: list[str], expected: list[str]
+) -> None:
+    result = run(capsys, "--cache-dir", populated, "list", *options)
+    assert result.code == 0
+    assert list_ids(result.out) == expected
+
+
+def test_list_json_is_an_array_of_task_dicts(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "list", "--json")
+    assert result.code == 0
+    assert json.loads(result.out) == [task.to_dict() for task in stored(populated)]
+    assert [task["task_id"] for task in json.loads(result.out)] == NEWEST_FIRST
+    assert "量子" in result.out  # not \u-escaped
+
+
+def test_list_json_applies_the_filters(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "list", "--backend", "dummy", "--limit", "1", "--json")
+    assert [task["task_id"] for task in json.loads(result.out)] == ["e-cancelled"]
+
+
+def test_list_keeps_each_task_on_one_line_whatever_its_id(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path
+) -> None:
+    with TaskStore(cache_dir) as store:
+        store.save(TaskInfo("two\nlines\tand a tab", "dummy"))
+    result = run(capsys, "--cache-dir", cache_dir, "list")
+    assert result.out.splitlines()[1].startswith("two\\nlines\\tand a tab  ")
+    assert len(result.out.splitlines()) == 2
+
+
+# -- show, delete, clear-completed ---------------------------------------------------------------
+
+
+def test_show_prints_the_task_as_indented_json(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "show", "d-pending")
+    assert (result.code, result.err) == (0, "")
+    with TaskStore(populated) as store:
+        expected = store.get("d-pending").to_dict()
+    assert result.out == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+    assert json.loads(result.out)["metadata"] == {"circuit": "量子"}
+
+
+def test_delete_removes_the_task_and_says_so(capsys: pytest.CaptureFixture[str], populated: Path) -> None:
+    result = run(capsys, "--cache-dir", populated, "delete", "b-running")
+    assert (result.code, result.out, result.err) == (0, "deleted task b-running\n", "")
+    assert "b-running" not in [task.task_id for task in stored(populated)]
+    assert len(stored(populated)) == len(TASKS) - 1
+
+
+def test_clear_completed_deletes_terminal_tasks_and_prints_how_many(
+    capsys: pytest.CaptureFixture[str], populated: Path
+) -> None:
+    result = run(capsys, "--cache-dir", populated, "clear-completed")
+    assert (result.code, result.out, result.err) == (0, "deleted 3 completed tasks\n", "")
+    assert sorted(task.task_id for task in stored(populated)) == ["b-running", "d-pending"]
+    again = run(capsys, "--cache-dir", populated, "clear-completed")
+    assert again.out == "deleted 0 completed tasks\n"
+
+
+@pytest.mark.parametrize("command", ["show", "delete"])
+def test_a_missing_task_exits_1_with_one_error_line(
+    capsys: pytest.CaptureFixture[str], populated: Path, command: str
+) -> None:
+    result = run(capsys, "--cache-dir", populated, command, "no-such-task")
+    assert (result.code, result.out) == (1, "")
+    assert_one_error_line(result.err, "'no-such-task'", "not found")
+    assert len(stored(populated)) == len(TASKS)
+
+
+# -- bad usage and bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        pytest.param(["list", "--status", "bogus"], "'bogus'", id="unknown-status"),
+        pytest.param(["list", "--limit", "-1"], "limit must not be negative", id="negative-limit"),
+        pytest.param(["list", "--limit", "two"], "invalid int value", id="non-integer-limit"),
+        pytest.param(["frobnicate"], "invalid choice", id="unknown-subcommand"),
+        pytest.param([], "required", id="no-subcommand"),
+        pytest.param(["list", "--frobnicate"], "unrecognized arguments", id="unknown-option"),
+        pytest.param(["show"], "TASK_ID", id="missing-task-id"),
+        pytest.param(["show", ""], "task_id must not be empty", id="empty-task-id"),
+        pytest.param(["--url", "sqlite:///x.sqlite", "list"], "not allowed with", id="cache-dir-and-url"),
+        pytest.param(["list", "--url", "sqlite:///x.sqlite"], "not both", id="cache-dir-and-url-after-command"),
+    ],
+)
+def test_bad_usage_or_input_exits_2_with_one_error_line(
+    capsys: pytest.CaptureFixture[str], populated: Path, argv: list[str], fragment: str
+) -> None:
+    result = run(capsys, "--cache-dir", populated, *argv)
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, fragment)
+    assert len(stored(populated)) == len(TASKS)
+
+
+def test_cache_dir_that_is_a_regular_file_exits_2_and_leaves_it_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "not-a-directory"
+    path.write_bytes(b"plain text\n")
+    result = run(capsys, "--cache-dir", path, "info")
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, "is a file, not a directory")
+    assert path.read_bytes() == b"plain text\n"
+
+
+def test_cache_dir_that_cannot_be_created_exits_2_with_one_error_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    result = run(capsys, "--cache-dir", tmp_path / "a-file" / "cache", "upgrade")
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, "a-file")
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        pytest.param(foreign_file, "application_id 0x000004D2", id="foreign-application-id"),
+        pytest.param(random_file, "is not an SQLite database", id="random-bytes"),
+    ],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["upgrade"], id="upgrade"),
+        pytest.param(["info", "--json"], id="info"),
+        pytest.param(["list"], id="list"),
+        pytest.param(["show", "x"], id="show"),
+        pytest.param(["delete", "x"], id="delete"),
+        pytest.param(["clear-completed"], id="clear-completed"),
+    ],
+)
+def test_a_database_that_is_not_ours_is_refused_with_exit_2_and_left_byte_for_byte_unchanged(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, make, fragment: str, argv: list[str]
+) -> None:
+    make(cache_dir / DB_FILENAME)
+    before = snapshot(cache_dir)
+    result = run(capsys, "--cache-dir", cache_dir, *argv)
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, fragment)
+    assert snapshot(cache_dir) == before
+
+
+def test_a_url_naming_an_unsupported_database_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "--url", "oracle://scott:tiger@db.example/orcl", "info")
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, "oracle")
+    assert "tiger" not in result.err
+
+
+def test_an_unreachable_server_exits_2_with_its_password_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("psycopg")
+    result = run(capsys, "--url", "postgresql://user:s3cret-pw@127.0.0.1:1/tasks", "info")
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, "127.0.0.1")
+    assert "s3cret-pw" not in result.err
+
+
+# -- choosing the database -----------------------------------------------------------------------
+
+
+def test_without_options_the_default_location_under_home_is_used(
+    capsys: pytest.CaptureFixture[str], isolated_home: Path
+) -> None:
+    result = run(capsys, "info", "--json")
+    assert result.code == 0
+    default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
+    assert json.loads(result.out)["path"] == str(default)
+    assert default.is_file()
+
+
+def test_without_options_uniqc_store_url_is_honoured(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, isolated_home: Path
+) -> None:
+    path = tmp_path / "from-env" / DB_FILENAME
+    monkeypatch.setenv("UNIQC_STORE_URL", f"sqlite:///{path}")
+    result = run(capsys, "upgrade")
+    assert result.out == f"{path}: created at revision {HEAD_REVISION} (head)\n"
+    assert path.is_file()
+    assert not (isolated_home / ".uniqc").exists()
+
+
+def test_cache_dir_wins_over_uniqc_store_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, populated: Path
+) -> None:
+    monkeypatch.setenv("UNIQC_STORE_URL", f"sqlite:///{tmp_path / 'elsewhere.sqlite'}")
+    result = run(capsys, "--cache-dir", populated, "list")
+    assert list_ids(result.out) == NEWEST_FIRST
+    assert not (tmp_path / "elsewhere.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(lambda d: ["--url", f"sqlite:///{d / DB_FILENAME}", "list"], id="url-before-command"),
+        pytest.param(lambda d: ["list", "--url", f"sqlite:///{d / DB_FILENAME}"], id="url-after-command"),
+        pytest.param(lambda d: ["list", "--cache-dir", str(d)], id="cache-dir-after-command"),
+    ],
+)
+def test_the_location_options_work_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str], populated: Path, argv
+) -> None:
+    result = run(capsys, *argv(populated))
+    assert result.code == 0
+    assert list_ids(result.out) == NEWEST_FIRST
+
+
+@pytest.mark.parametrize("option", ["--help", "--version"])
+def test_help_and_version_print_to_stdout_and_exit_0(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    result = run(capsys, option)
+    assert (result.code, result.err) == (0, "")
+    assert "uniqc-store" in result.out
+
+
+# -- as a real process ---------------------------------------------------------------------------
+
+LAUNCHERS = [
+    pytest.param([sys.executable, "-m", "uniqc_store"], id="python-m"),
+    pytest.param([str(Path(sys.executable).with_name("uniqc-store"))], id="console-script"),
+]
+
+
+@pytest.fixture(params=LAUNCHERS)
+def launcher(request: pytest.FixtureRequest) -> list[str]:
+    command = request.param
+    assert Path(command[0]).exists(), f"{command[0]} is missing: pip install -e the project"
+    return command
+
+
+def run_process(launcher: list[str], *argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*launcher, *(str(arg) for arg in argv)], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_a_real_process_lists_tasks_as_json_and_exits_0(launcher: list[str], populated: Path, tmp_path: Path) -> None:
+    done = run_process(launcher, "--cache-dir", populated, "list", "--json", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [task["task_id"] for task in json.loads(done.stdout)] == NEWEST_FIRST
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        pytest.param(["show", "no-such-task"], 1, id="missing-task"),
+        pytest.param(["list", "--status", "bogus"], 2, id="bad-status"),
+        pytest.param(["list", "--limit", "-1"], 2, id="negative-limit"),
+        pytest.param(["frobnicate"], 2, id="unknown-subcommand"),
+    ],
+)
+def test_a_real_process_fails_with_the_right_status_and_one_error_line(
+    launcher: list[str], populated: Path, tmp_path: Path, argv: list[str], code: int
+) -> None:
+    done = run_process(launcher, "--cache-dir", populated, *argv, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (code, "")
+    assert_one_error_line(done.stderr)
+
+
+def test_a_real_process_refuses_a_foreign_file_untouched(launcher: list[str], tmp_path: Path) -> None:
+    path = foreign_file(tmp_path / "other" / "app.db")
+    before = path.read_bytes()
+    done = run_process(launcher, "--url", f"sqlite:///{path}", "upgrade", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_error_line(done.stderr, "application_id")
+    assert path.read_bytes() == before
+
+
+def test_a_real_process_uses_the_default_location_under_home(
+    launcher: list[str], isolated_home: Path, tmp_path: Path
+) -> None:
+    done = run_process(launcher, "upgrade", cwd=tmp_path)
+    default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
+    assert (done.returncode, done.stdout) == (0, f"{default}: created at revision {HEAD_REVISION} (head)\n")
+    assert default.is_file()
