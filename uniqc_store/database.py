@@ -9,14 +9,19 @@ cross a ``fork()``.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import ClauseElement
 
 from .errors import (
     DatabaseError,
@@ -45,7 +50,7 @@ SUPPORTED = {
     "mysql": ("pymysql", "mysql"),
     "mariadb": ("pymysql", "mysql"),
 }
-# execution option that makes an SQLite transaction start with BEGIN IMMEDIATE
+# execution option that makes a migration connection's transactions start with BEGIN IMMEDIATE
 WRITE_OPTION = "uniqc_store_write"
 
 
@@ -118,6 +123,83 @@ def mask(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Running statements inside Database.transaction(): the same Core statements on every backend.
+
+
+class Tx(Protocol):
+    """The statements of one transaction; SQLite and servers run them differently."""
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        """Execute ``stmt`` and return all its rows."""
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        """Execute ``stmt`` and return the number of rows it changed."""
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        """Execute ``stmt`` once per parameter dict in ``rows``."""
+
+
+# pysqlite's named paramstyle: a statement's parameters pass as the dict they already are.
+_SQLITE = sqlite_dialect.dialect(paramstyle="named")
+_compiled: dict[int, tuple[ClauseElement, str, dict[str, Any]]] = {}
+
+
+def _sqlite_sql(stmt: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """SQL text of ``stmt`` for sqlite3, and the values bound inside it; cached per statement."""
+    entry = _compiled.get(id(stmt))
+    if entry is None or entry[0] is not stmt:
+        compiled = stmt.compile(dialect=_SQLITE, compile_kwargs={"render_postcompile": True})
+        entry = (stmt, compiled.string, {k: v for k, v in compiled.params.items() if v is not None})
+        # The store prepares a bounded set of statements (store.py); the entry keeps its
+        # statement alive, so an id is never reused while cached.
+        if len(_compiled) < 1024:
+            _compiled[id(stmt)] = entry
+    return entry[1], entry[2]
+
+
+class SQLiteTx:
+    """Statements on an sqlite3 cursor, compiled once to SQL text (the measured hot path)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def _execute(self, stmt: ClauseElement, params: dict[str, Any] | None) -> sqlite3.Cursor:
+        sql, bound = _sqlite_sql(stmt)
+        if bound:
+            params = {**bound, **params} if params else bound
+        return self._cursor.execute(sql, params or {})
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> list[Any]:
+        return self._execute(stmt, params).fetchall()
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        return self._execute(stmt, params).rowcount
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        self._cursor.executemany(_sqlite_sql(stmt)[0], rows)
+
+
+class CoreTx:
+    """Statements on a SQLAlchemy Core connection (PostgreSQL, MySQL/MariaDB)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Any]:
+        return self._conn.execute(stmt, params).all()
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        return self._conn.execute(stmt, params).rowcount
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        self._conn.execute(stmt, rows)
+
+
 class _Gate:
     """Lets any number of operations in at once, or one exclusive holder (``clear_all``)."""
 
@@ -162,9 +244,8 @@ class Database:
         display_url: The URL with its password hidden.
         dialect: ``"sqlite"``, ``"postgresql"``, ``"mysql"`` or ``"mariadb"``.
         path: The SQLite file, or None on a server.
-        engine: Engine for reads (and for everything on servers).
-        writer: The same engine whose SQLite transactions begin with ``BEGIN IMMEDIATE``.
-        ready: True once the schema was found at head; cleared by ``clear_all``.
+        engine: The engine of the store's own work (pooled, no connection events: the hot path).
+        ready: True once the schema was found at head; cleared by ``clear_all`` and migrations.
     """
 
     def __init__(self, url: URL) -> None:
@@ -174,7 +255,7 @@ class Database:
         self.is_sqlite = self.dialect == "sqlite"
         self.path = Path(url.database) if self.is_sqlite else None
         self.engine = _create_engine(url)
-        self.writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._migration_engine: Engine | None = None
         self.ready = False
         self.gate = _Gate()
         self.schema_mutex = threading.Lock()
@@ -182,6 +263,46 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.display_url!r})"
+
+    @property
+    def migration_engine(self) -> Engine:
+        """Engine for migrations: unpooled, and on SQLite every transaction starts with an
+        explicit ``BEGIN`` so that DDL is transactional (see :func:`_configure_sqlite`)."""
+        if self._migration_engine is None:
+            self._migration_engine = _create_engine(self.url, for_migrations=True)
+        return self._migration_engine
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Tx]:
+        """One unit of work: begin, commit, roll back on any error, translate driver errors.
+
+        SQLite runs on a pooled DBAPI connection with pre-compiled SQL (writes in
+        ``BEGIN IMMEDIATE``, reads as single autocommit statements); servers on a Core connection.
+        """
+        try:
+            if self.is_sqlite:
+                raw = self.engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    if not write:
+                        yield SQLiteTx(cursor)
+                        return
+                    # Take the write lock up front: upgrading a read lock later fails at once
+                    # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
+                    cursor.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield SQLiteTx(cursor)
+                    except BaseException:
+                        raw.rollback()
+                        raise
+                    raw.commit()
+                finally:
+                    raw.close()
+            else:
+                with self.engine.begin() if write else self.engine.connect() as conn:
+                    yield CoreTx(conn)
+        except (exc.DBAPIError, sqlite3.Error) as error:
+            raise self.translate(error) from error
 
     def prepare_file(self) -> None:
         """Create the SQLite file's directory (0700) and the empty file (0600) if missing.
@@ -213,15 +334,18 @@ class Database:
         assert self.path is not None
         self.ready = False
         self.engine.dispose()
+        if self._migration_engine is not None:
+            self._migration_engine.dispose()
         for name in (self.path.name, *(self.path.name + suffix for suffix in SQLITE_SIBLINGS)):
             try:
                 (self.path.parent / name).unlink()
             except FileNotFoundError:
                 pass
 
-    def translate(self, error: exc.DBAPIError) -> DatabaseError:
+    def translate(self, error: exc.DBAPIError | sqlite3.Error) -> DatabaseError:
         """Turn a driver error into the library's own, naming the database (password hidden)."""
-        message = str(error.orig).strip() or type(error.orig).__name__
+        orig = getattr(error, "orig", error)
+        message = str(orig).strip() or type(orig).__name__
         if self.is_sqlite and "file is not a database" in message:
             return NotADatabaseError(f"{self.path} is not an SQLite database ({message}); it was left untouched")
         return DatabaseError(f"{self.display_url}: {message}")
@@ -240,18 +364,22 @@ def _make_private_dirs(directory: Path) -> None:
         os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _create_engine(url: URL) -> Engine:
+def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
     backend = url.get_backend_name()
+    pooling: dict[str, Any] = {"poolclass": NullPool} if for_migrations else {}
     try:
         if backend == "sqlite":
             engine = create_engine(
                 url,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
                 hide_parameters=True,
+                **pooling,
             )
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, transactional_ddl=for_migrations)
             return engine
-        return create_engine(url, pool_pre_ping=True, pool_recycle=3600, hide_parameters=True)
+        if not pooling:
+            pooling = {"pool_pre_ping": True, "pool_recycle": 3600}
+        return create_engine(url, hide_parameters=True, **pooling)
     except ImportError as error:
         driver, extra = SUPPORTED[backend]
         raise DriverNotInstalledError(
@@ -260,7 +388,7 @@ def _create_engine(url: URL) -> Engine:
         ) from None
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, transactional_ddl: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, connection_record):  # type: ignore[no-untyped-def]
         # pysqlite opens transactions implicitly and commits before DDL, which defeats
@@ -273,11 +401,13 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
+    if not transactional_ddl:
+        return  # the store's own engine: Database.transaction() issues BEGIN itself
+
+    # Only on the migration engine: a connection event listener slows every statement, but
+    # Alembic begins its transactions through SQLAlchemy, so BEGIN has to be emitted here.
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # Writes take the write lock up front, so a transaction never has to upgrade a read
-        # lock (which fails at once with SQLITE_BUSY in WAL mode instead of waiting).
-        # Reads run without BEGIN: each is a single statement, atomic on its own.
         if connection.get_execution_options().get(WRITE_OPTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -39,6 +39,8 @@ class TaskStatus(str, Enum):
         return self.value
 
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 _STATUS_VALUES = frozenset(s.value for s in TaskStatus)
 _ALLOWED_STATUSES = ", ".join(s.value for s in TaskStatus)
 
@@ -160,7 +162,7 @@ def dump_json(value: object, name: str) -> str:
     if not isinstance(value, dict):
         raise InvalidTaskTypeError(f"{name} must be a dict, got {type(value).__name__}")
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTaskError(f"{name} is not JSON-serialisable: {exc}") from exc
 

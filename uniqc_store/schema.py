@@ -230,7 +230,7 @@ def _locked_connection(db: Database) -> Iterator[tuple[Connection, SchemaState]]
     The connection is outside any transaction, as Alembic needs it to run each revision in a
     transaction of its own.
     """
-    with db.engine.connect() as conn, _migration_lock(db, conn):
+    with db.migration_engine.connect() as conn, _migration_lock(db, conn):
         state = read_state(db, conn)  # refusals first: nothing below may touch a foreign file
         conn.commit()
         if db.is_sqlite:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, literal_column, select
+from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL
 
 from . import database, schema
+from .database import Tx
 from .errors import DatabaseError
 from .models import Task
 from .records import (
@@ -35,6 +36,7 @@ _COLUMNS = [_table.c[name] for name in (
 )]
 # Everything but the key and submit_time, which keeps its first value on update.
 _UPDATED = [c.name for c in _COLUMNS if c.name not in ("task_id", "submit_time")]
+_NO_LIMIT = 2**63 - 1
 
 
 def _upsert(dialect: str) -> Any:
@@ -53,18 +55,46 @@ def _upsert(dialect: str) -> Any:
 
 
 class _Statements:
-    """The statements of one dialect, built once so SQLAlchemy's compiled cache always hits."""
+    """The statements of one dialect, each built once: SQLAlchemy's compiled cache (servers) and
+    the SQLite SQL cache (database.py) then always hit, and nothing is rebuilt per call."""
 
     def __init__(self, dialect: str) -> None:
         # Ties of submit_time: the most recently inserted first, by SQLite's rowid or the
         # servers' database-numbered seq column (see revision 0001).
-        tie = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
+        self._tie = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
         self.upsert = _upsert(dialect)
         self.get = select(*_COLUMNS).where(_table.c.task_id == bindparam("task_id"))
-        self.list = select(*_COLUMNS).order_by(_table.c.submit_time.desc(), tie.desc())
-        self.count = select(func.count()).select_from(_table)
         self.delete = delete(_table).where(_table.c.task_id == bindparam("task_id"))
         self.delete_all = delete(_table)
+        self.count_by_status = (
+            select(_table.c.status, func.count()).group_by(_table.c.status).order_by(_table.c.status)
+        )
+
+    @functools.cache
+    def list(self, status: bool, backend: bool, limit: bool, offset: bool) -> Select:
+        stmt = _where(select(*_COLUMNS), status, backend)
+        stmt = stmt.order_by(_table.c.submit_time.desc(), self._tie.desc())
+        if limit:
+            stmt = stmt.limit(bindparam("limit", type_=BigInteger))
+        if offset:
+            stmt = stmt.offset(bindparam("offset", type_=BigInteger))
+        return stmt
+
+    @functools.cache
+    def count(self, status: bool, backend: bool) -> Select:
+        return _where(select(func.count()).select_from(_table), status, backend)
+
+    @functools.cache
+    def clear(self, statuses: tuple[str, ...]) -> Delete:
+        return delete(_table).where(_table.c.status.in_(statuses))
+
+
+def _where(stmt: Any, status: bool, backend: bool) -> Any:
+    if status:
+        stmt = stmt.where(_table.c.status == bindparam("status"))
+    if backend:
+        stmt = stmt.where(_table.c.backend == bindparam("backend"))
+    return stmt
 
 
 _statements: dict[str, _Statements] = {}
@@ -108,7 +138,10 @@ class TaskStore:
         self._sql = _statements.get(db.dialect) or _statements.setdefault(db.dialect, _Statements(db.dialect))
         self._closed = False
         with db.gate:
-            schema.ensure_schema(db)
+            # Once this process has found the database at head, constructing another store on
+            # it costs no I/O at all (a web gateway builds one per request).
+            if not db.ready:
+                schema.ensure_schema(db)
 
     def __repr__(self) -> str:
         return f"TaskStore(url={self.url!r})"
@@ -127,7 +160,7 @@ class TaskStore:
         self._release()
 
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
+    def _transaction(self, *, write: bool = False) -> Iterator[Tx]:
         """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
         if self._closed:
             raise DatabaseError(f"{self!r} is closed")
@@ -135,11 +168,8 @@ class TaskStore:
         with db.gate:
             if not db.ready:
                 schema.ensure_schema(db)
-            try:
-                with (db.writer if write else db.engine).begin() as conn:
-                    yield conn
-            except DBAPIError as error:
-                raise db.translate(error) from error
+            with db.transaction(write=write) as tx:
+                yield tx
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -155,8 +185,8 @@ class TaskStore:
         """
         now = utc_now()
         row = task_row(task_info, now)
-        with self._transaction(write=True) as conn:
-            conn.execute(self._sql.upsert, row)
+        with self._transaction(write=True) as tx:
+            tx.rowcount(self._sql.upsert, row)
         task_info.update_time = now
 
     def save_many(self, tasks: Iterable[TaskInfo]) -> None:
@@ -174,25 +204,24 @@ class TaskStore:
                 raise type(error)(f"tasks[{index}]: {error}") from None
         if not rows:
             return
-        with self._transaction(write=True) as conn:
-            conn.execute(self._sql.upsert, rows)
+        with self._transaction(write=True) as tx:
+            tx.many(self._sql.upsert, rows)
         for task in tasks:
             task.update_time = now
 
     def delete(self, task_id: str) -> bool:
         """Remove a single task. Returns True if it existed."""
         task_id = check_text(task_id, "task_id")
-        with self._transaction(write=True) as conn:
-            return conn.execute(self._sql.delete, {"task_id": task_id}).rowcount > 0
+        with self._transaction(write=True) as tx:
+            return tx.rowcount(self._sql.delete, {"task_id": task_id}) > 0
 
     def clear_completed(self, terminal_statuses: Iterable[str] = TERMINAL_STATUSES) -> int:
         """Delete tasks whose status is in ``terminal_statuses``; return how many were deleted."""
-        values = status_values(terminal_statuses)
+        values = tuple(sorted(set(status_values(terminal_statuses))))
         if not values:
             return 0
-        stmt = self._sql.delete_all.where(_table.c.status.in_(values))
-        with self._transaction(write=True) as conn:
-            return conn.execute(stmt).rowcount
+        with self._transaction(write=True) as tx:
+            return tx.rowcount(self._sql.clear(values))
 
     def clear_all(self) -> None:
         """Delete every task.
@@ -208,17 +237,17 @@ class TaskStore:
             with db.gate.exclusive(), db.schema_mutex:
                 db.delete_file()
             return
-        with self._transaction(write=True) as conn:
-            conn.execute(self._sql.delete_all)
+        with self._transaction(write=True) as tx:
+            tx.rowcount(self._sql.delete_all)
 
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskInfo | None:
         """Return a task by id, or None if missing."""
         task_id = check_text(task_id, "task_id")
-        with self._transaction() as conn:
-            row = conn.execute(self._sql.get, {"task_id": task_id}).first()
-        return None if row is None else task_from_row(row)
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.get, {"task_id": task_id})
+        return task_from_row(rows[0]) if rows else None
 
     def list(
         self,
@@ -233,34 +262,36 @@ class TaskStore:
         Raises:
             InvalidTaskError: unknown status, or negative ``limit``/``offset``.
         """
-        stmt = self._filtered(self._sql.list, status, backend)
+        params = self._filters(status, backend)
         limit = check_limit(limit, "limit")
-        offset = check_limit(offset, "offset")
+        offset = check_limit(offset, "offset") or None
+        if offset is not None:
+            params["offset"] = offset
+            if limit is None:
+                limit = _NO_LIMIT  # not every backend takes OFFSET without LIMIT
         if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-            if limit is None and self._db.dialect in ("mysql", "mariadb"):
-                stmt = stmt.limit(2**64 - 1)  # MySQL has no OFFSET without LIMIT
-        with self._transaction() as conn:
-            rows = conn.execute(stmt).all()
+            params["limit"] = limit
+        stmt = self._sql.list("status" in params, "backend" in params, limit is not None, offset is not None)
+        with self._transaction() as tx:
+            rows = tx.rows(stmt, params)
         return [task_from_row(row) for row in rows]
 
     def count(self, *, status: str | None = None, backend: str | None = None) -> int:
         """Count tasks, optionally only those with ``status`` and/or on ``backend``."""
-        stmt = self._filtered(self._sql.count, status, backend)
-        with self._transaction() as conn:
-            return conn.execute(stmt).scalar_one()
+        params = self._filters(status, backend)
+        with self._transaction() as tx:
+            return tx.rows(self._sql.count("status" in params, "backend" in params), params)[0][0]
 
     def count_by_status(self) -> dict[str, int]:
         """Return ``{status: number of tasks}`` for the statuses present."""
-        stmt = select(_table.c.status, func.count()).group_by(_table.c.status).order_by(_table.c.status)
-        with self._transaction() as conn:
-            return {status: n for status, n in conn.execute(stmt)}
+        with self._transaction() as tx:
+            return {status: n for status, n in tx.rows(self._sql.count_by_status)}
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
-        with self._transaction() as conn:
+        if self._closed:
+            raise DatabaseError(f"{self!r} is closed")
+        with self._db.gate, self._db.engine.connect() as conn:
             state = schema.read_state(self._db, conn)
         info: dict[str, Any] = {"url": self.url, "revision": state.revision}
         if self._db.is_sqlite:
@@ -272,9 +303,10 @@ class TaskStore:
         return info
 
     @staticmethod
-    def _filtered(stmt: Any, status: str | None, backend: str | None) -> Any:
+    def _filters(status: str | None, backend: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {}
         if status is not None:
-            stmt = stmt.where(_table.c.status == status_value(status))
+            params["status"] = status_value(status)
         if backend is not None:
-            stmt = stmt.where(_table.c.backend == check_text(backend, "backend"))
-        return stmt
+            params["backend"] = check_text(backend, "backend")
+        return params
