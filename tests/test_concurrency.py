@@ -265,17 +265,19 @@ def test_threads_sharing_one_store_lose_no_save_and_always_read_their_own_last_w
 # -- 2. processes racing the first open ------------------------------------------------------------
 
 SAVES_PER_RACER = 5
+#: The issue's load: 8 processes x 300 saves, racing the first migration of a new database.
+SAVES_RACING_FIRST_MIGRATION = 300
 
 
-def check_race_saves(url: str, replies: list[dict[str, Any]]) -> set[str]:
-    """Every racer reached head, and every save it acknowledged is in the database."""
+def check_race_saves(url: str, replies: list[dict[str, Any]], saves: int = SAVES_PER_RACER) -> set[str]:
+    """Every racer reached head, and every one of its ``saves`` acknowledged saves is stored."""
     assert [reply["revision"] for reply in replies] == [HEAD_REVISION] * PROCESSES
     saved = {task_id for reply in replies for task_id in reply["saved"]}
-    assert len(saved) == PROCESSES * SAVES_PER_RACER
+    assert len(saved) == PROCESSES * saves
     with TaskStore(url=url) as store:
         assert store.schema_info()["revision"] == HEAD_REVISION
         for worker in range(PROCESSES):
-            for i in range(SAVES_PER_RACER):
+            for i in range(saves):
                 task = store.get(f"race-{worker}-{i}")
                 assert task is not None and (task.backend, task.shots) == (f"worker-{worker}", i)
     return saved
@@ -284,7 +286,7 @@ def check_race_saves(url: str, replies: list[dict[str, Any]]) -> set[str]:
 def test_processes_racing_the_first_open_of_a_new_database_migrate_it_exactly_once(
     db_url: str, pool: WorkerPool
 ) -> None:
-    replies = pool.race("first_open", lambda n: (db_url, n, SAVES_PER_RACER))
+    replies = pool.race("first_open", lambda n: (db_url, n, SAVES_RACING_FIRST_MIGRATION))
 
     # Each migrating process runs these statements and logs "Running upgrade": two would double them.
     assert total_seen(replies) == {
@@ -294,7 +296,7 @@ def test_processes_racing_the_first_open_of_a_new_database_migrate_it_exactly_on
         "running_upgrade": 1,
     }
     assert sql_rows(db_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
-    saved = check_race_saves(db_url, replies)
+    saved = check_race_saves(db_url, replies, SAVES_RACING_FIRST_MIGRATION)
     assert {task_id for (task_id,) in sql_rows(db_url, "SELECT task_id FROM tasks")} == saved
     if db_url.startswith("sqlite"):
         path = sqlite_path(db_url)

@@ -197,3 +197,15 @@ def test_uniqc_store_url_names_the_database_when_no_argument_is_given(
         assert store.db_path == tmp_path / "elsewhere.sqlite"
         assert store.url == f"sqlite:///{tmp_path}/elsewhere.sqlite"
     assert (tmp_path / "elsewhere.sqlite").exists()
+
+
+def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    by_dir = TaskStore(tmp_path / "real")
+    by_link = TaskStore(url=f"sqlite:///{tmp_path / 'link' / DB_FILENAME}")
+    by_link.save(TaskInfo("before", "sim"))
+    by_dir.clear_all()
+    by_link.save(TaskInfo("after", "sim"))
+    assert [r[0] for r in rows_of(tmp_path / "real" / DB_FILENAME)] == ["after"]
+    assert by_link.db_path == by_dir.db_path

@@ -82,7 +82,7 @@ def resolve_url(cache_dir: Path | str | None = None, url: str | URL | None = Non
         raise InvalidTaskTypeError(f"cache_dir must be a path or a str, got {type(cache_dir).__name__}")
     if directory.exists() and not directory.is_dir():
         raise InvalidTaskError(f"cache_dir {str(directory)!r} is a file, not a directory")
-    return URL.create("sqlite", database=str((directory / DB_FILENAME).absolute()))
+    return URL.create("sqlite", database=_real_path(directory / DB_FILENAME))
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -114,8 +114,13 @@ def _normalise_url(url: str | URL) -> URL:
             raise UnsupportedDatabaseError(
                 f"{mask(parsed)}: uniqc_store needs an SQLite file path, e.g. sqlite:////path/to/tasks.sqlite"
             )
-        parsed = parsed.set(database=str(Path(parsed.database).expanduser().absolute()))
+        parsed = parsed.set(database=_real_path(Path(parsed.database).expanduser()))
     return parsed
+
+
+def _real_path(path: Path) -> str:
+    # Symlinks resolved: two spellings of one file must share one Database (and its clear_all).
+    return os.path.realpath(path)
 
 
 def mask(url: URL) -> str:
