@@ -108,6 +108,7 @@ import sqlalchemy  # noqa: E402
 
 import uniqc_store  # noqa: E402
 from uniqc_store import TaskInfo, TaskStore  # noqa: E402
+from uniqc_store.records import task_from_row  # noqa: E402
 
 DB_FILENAME = "tasks.sqlite"
 APPLICATION_ID = 0x554E4943
@@ -157,18 +158,8 @@ def encode(task: TaskInfo, now: str) -> tuple[Any, ...]:
     )
 
 
-def decode(row: tuple[Any, ...]) -> TaskInfo:
-    task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json = row
-    return TaskInfo(
-        task_id=task_id,
-        backend=backend,
-        status=status,
-        result=None if result_json is None else json.loads(result_json),
-        shots=shots,
-        submit_time=submit_time,
-        update_time=update_time,
-        metadata=json.loads(metadata_json) if metadata_json else {},
-    )
+# Rows become TaskInfo objects exactly as the store makes them (same code, same cost).
+decode = task_from_row
 
 
 # -- the contenders -------------------------------------------------------------------------------
