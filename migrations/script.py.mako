@@ -5,6 +5,9 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 Revision ids are zero-padded integers: the SQLite header's user_version becomes int(revision).
+Set HEAD_REVISION in uniqc_store/schema.py to the new head (a test checks it), and write a real
+downgrade(): one that silently does nothing is a bug. Data migrations declare frozen copies of the
+tables they touch instead of importing the live model, and work in batches.
 """
 
 from collections.abc import Sequence

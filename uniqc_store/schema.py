@@ -339,11 +339,13 @@ def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
         migrating = False
     if migrating:
         _adopt_uniqc_file(context.get_context(), context.script)
+    from alembic.util import CommandError
+
     try:
         with context.begin_transaction():
             context.run_migrations()
-    except StoreError:
-        raise
+    except (StoreError, CommandError):
+        raise  # already ours, or Alembic refusing the command itself (nothing was run)
     except Exception as error:
         reason = error.orig if isinstance(error, exc.DBAPIError) else error
         raise MigrationError(
