@@ -1008,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")
-    return 0
+    return 1 if summary.get("failed") else 0  # a missed target fails the run
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from uniqc_store import (
     CURRENT_SCHEMA_VERSION,
     DB_FILENAME,
     ForeignDatabaseError,
+    MigrationError,
     NotADatabaseError,
     SchemaTooNewError,
     TaskInfo,
@@ -209,3 +210,115 @@ def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: 
     by_link.save(TaskInfo("after", "sim"))
     assert [r[0] for r in rows_of(tmp_path / "real" / DB_FILENAME)] == ["after"]
     assert by_link.db_path == by_dir.db_path
+
+
+def _wal_file_with_a_hot_wal(path: Path, *, application_id: int, user_version: int) -> sqlite3.Connection:
+    """A WAL-mode file whose last transaction is still only in its -wal (the writer is open)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA application_id = {application_id}")
+    conn.execute(f"PRAGMA user_version = {user_version}")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO notes VALUES ('only in the wal')")
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("application_id", "user_version", "error"),
+    [(0x0BADF00D, 0, ForeignDatabaseError), (APPLICATION_ID, 9, SchemaTooNewError)],
+    ids=["foreign", "too-new"],
+)
+def test_a_refused_file_in_wal_mode_keeps_its_wal_and_its_bytes(
+    tmp_path: Path, application_id: int, user_version: int, error: type
+) -> None:
+    owner = _wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version)
+    try:
+        before = snapshot(tmp_path)
+        assert f"{DB_FILENAME}-wal" in before
+        with pytest.raises(error):
+            TaskStore(tmp_path)
+        assert snapshot(tmp_path) == before
+    finally:
+        owner.close()
+
+
+def test_a_file_left_with_loose_permissions_is_made_private_once_found_ours(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    write_uniqc_v1_file(path)
+    os.chmod(path, 0o644)
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("t", "sim"))
+        assert {name: os.stat(tmp_path / name).st_mode & 0o777 for name in os.listdir(tmp_path)} == {
+            DB_FILENAME: 0o600, f"{DB_FILENAME}-wal": 0o600, f"{DB_FILENAME}-shm": 0o600,
+        }
+
+
+def test_schema_info_after_clear_all_reports_a_fresh_private_file_at_head(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = TaskStore(tmp_path)
+        store.clear_all()
+        info = store.schema_info()
+    finally:
+        os.umask(old)
+    assert (info["revision"], info["user_version"]) == ("0001", 1)
+    assert os.stat(tmp_path / DB_FILENAME).st_mode & 0o777 == 0o600
+
+
+def test_a_file_deleted_by_another_program_is_recreated_not_written_blindly(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.save(TaskInfo("before", "sim"))
+    for name in os.listdir(tmp_path):  # what uniqc's own clear_all does, from another process
+        os.unlink(tmp_path / name)
+    store.save(TaskInfo("after", "sim"))
+    assert [r[0] for r in rows_of(tmp_path / DB_FILENAME)] == ["after"]
+    with TaskStore(tmp_path) as other:
+        assert [t.task_id for t in other.list()] == ["after"]
+
+
+def test_a_file_upgraded_by_a_newer_program_meanwhile_is_refused_on_the_next_open(tmp_path: Path) -> None:
+    TaskStore(tmp_path).save(TaskInfo("t", "sim"))
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match="user_version 2"):
+        TaskStore(tmp_path)
+
+
+def test_every_spelling_of_a_file_shares_one_database(tmp_path: Path) -> None:
+    a = TaskStore(tmp_path)
+    b = TaskStore(url=f"sqlite+pysqlite:///{tmp_path}/./{DB_FILENAME}")
+    b.save(TaskInfo("before", "sim"))
+    a.clear_all()
+    b.save(TaskInfo("after", "sim"))
+    assert [r[0] for r in rows_of(tmp_path / DB_FILENAME)] == ["after"]
+    assert b.url == a.url == f"sqlite:///{tmp_path / DB_FILENAME}"
+
+
+def test_a_file_claiming_a_version_without_the_tasks_table_is_not_adopted(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("CREATE TABLE other(x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigrationError, match="no tasks table"):
+        TaskStore(tmp_path)
+    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, 1)
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
+    conn.close()
+
+
+def test_store_connections_commit_with_full_synchronous_durability(sqlite_store: TaskStore) -> None:
+    # Every save must be on disk when it returns (WAL + synchronous=FULL, as uniqc's store).
+    raw = sqlite_store._db.engine.raw_connection()
+    try:
+        assert raw.cursor().execute("PRAGMA synchronous").fetchone() == (2,)
+        raw.cursor().execute("SELECT count(*) FROM tasks").fetchone()  # a read picks up WAL mode
+        assert raw.cursor().execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        raw.close()

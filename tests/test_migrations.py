@@ -21,6 +21,7 @@ from uniqc_store import (
     CURRENT_SCHEMA_VERSION,
     DB_FILENAME,
     HEAD_REVISION,
+    ForeignDatabaseError,
     MigrationError,
     SchemaTooNewError,
     TaskInfo,
@@ -236,12 +237,55 @@ def test_the_alembic_command_line_refuses_a_foreign_file_untouched(tmp_path: Pat
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite"]
 
 
-def test_command_upgrade_works_with_a_connection_passed_in_attributes(tmp_path: Path) -> None:
-    # The documented embedding: build the Config in code, hand env.py a connection.
-    url = f"sqlite:///{tmp_path / DB_FILENAME}"
+def _upgrade_with_a_connection_of_ones_own(url: str, script_dir: Path | None = None) -> None:
+    # The embedding the style guide describes: a Config built in code, a connection passed in.
     engine = create_engine(url)
-    with engine.connect() as conn:
-        command.upgrade(schema.alembic_config(conn), "head")
-        conn.commit()
-    engine.dispose()
-    assert state(url)[0] == "0001"
+    try:
+        with engine.connect() as conn:
+            command.upgrade(schema.alembic_config(conn, script_dir=script_dir), "head")
+    finally:
+        engine.dispose()
+
+
+def test_command_upgrade_with_a_connection_of_ones_own_migrates_that_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / DB_FILENAME}"
+    _upgrade_with_a_connection_of_ones_own(url)
+    assert state(url) == ("0001", 1)
+
+
+def test_command_upgrade_with_a_connection_of_ones_own_still_refuses_a_foreign_file(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / DB_FILENAME
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 7")
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignDatabaseError):
+        _upgrade_with_a_connection_of_ones_own(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+def test_command_upgrade_with_a_connection_of_ones_own_rolls_a_failing_revision_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / DB_FILENAME}"
+    with pytest.raises(MigrationError):
+        _upgrade_with_a_connection_of_ones_own(url, _scripts_with(tmp_path, FAILING))
+    assert state(url) == ("0001", 1)
+    assert "extra" not in tables(url)
+
+
+def test_the_alembic_command_line_reports_a_refusal_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "newer.sqlite"
+    write_uniqc_v1_file(path)
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "user_version 5" in out.stderr and "Upgrade uniqc_store" in out.stderr

@@ -42,6 +42,11 @@ BAD_TASKS = [
     ("metadata-none", {"metadata": None}, TypeError, "metadata must be a dict"),
     ("metadata-set", {"metadata": {"s": {1, 2}}}, ValueError, "metadata is not JSON-serialisable"),
     ("submit_time-none", {"submit_time": None}, TypeError, "submit_time must be a str"),
+    ("task_id-nul", {"task_id": "a\x00b"}, ValueError, "task_id must not contain NUL"),
+    ("backend-nul", {"backend": "sim\x00"}, ValueError, "backend must not contain NUL"),
+    ("task_id-surrogate", {"task_id": "a\udcffb"}, ValueError, "task_id is not valid UTF-8"),
+    ("metadata-surrogate", {"metadata": {"k": "\ud800"}}, ValueError, "metadata holds text that is not valid UTF-8"),
+    ("result-surrogate-key", {"result": {"\udfff": 1}}, ValueError, "result holds text that is not valid UTF-8"),
 ]
 
 
@@ -73,6 +78,10 @@ BAD_QUERIES = [
     ("list-limit-negative", lambda s: s.list(limit=-1), ValueError, "limit must not be negative"),
     ("list-offset-negative", lambda s: s.list(offset=-5), ValueError, "offset must not be negative"),
     ("list-limit-str", lambda s: s.list(limit="10"), TypeError, "limit must be an int"),
+    ("list-limit-huge", lambda s: s.list(limit=2**64), ValueError, "limit must be at most"),
+    ("list-offset-huge", lambda s: s.list(offset=2**63), ValueError, "offset must be at most"),
+    ("get-surrogate", lambda s: s.get("\udcff"), ValueError, "task_id is not valid UTF-8"),
+    ("delete-nul", lambda s: s.delete("a\x00"), ValueError, "task_id must not contain NUL"),
     ("clear-completed-unknown", lambda s: s.clear_completed(("success", "finished")), ValueError, "'finished'"),
     ("clear-completed-str", lambda s: s.clear_completed("success"), TypeError, "tuple or list"),
     ("get-int", lambda s: s.get(3), TypeError, "task_id must be a str"),
@@ -106,9 +115,11 @@ def test_a_cache_dir_that_is_a_file_is_refused_untouched(tmp_path: Path) -> None
         ({"url": "oracle://scott@db/x"}, UnsupportedDatabaseError, "supports sqlite, postgresql"),
         ({"url": "postgresql+asyncpg://u@h/d"}, UnsupportedDatabaseError, "'asyncpg' driver is not supported"),
         ({"url": "sqlite://"}, UnsupportedDatabaseError, "needs an SQLite file path"),
-        ({"url": "not a url"}, UnsupportedDatabaseError, "not a database URL"),
+        ({"url": "not a url"}, UnsupportedDatabaseError, "not a valid database URL"),
+        ({"url": "postgresql+psycopg://al:pw@host:abc/db"}, UnsupportedDatabaseError, "not a valid database URL"),
+        ({"url": "sqlite:////tmp/x.sqlite?timeout=1"}, UnsupportedDatabaseError, "take no query parameters"),
     ],
-    ids=["cache-dir-int", "oracle", "other-driver", "sqlite-memory", "garbage"],
+    ids=["cache-dir-int", "oracle", "other-driver", "sqlite-memory", "garbage", "bad-port", "sqlite-query"],
 )
 def test_unusable_locations_are_refused(kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):

@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except (StoreError, sa_exc.SQLAlchemyError, OSError) as error:
         return _fail(_describe(error, args), EXIT_ERROR)
+    except Exception as error:  # a bug of ours: still one line, and a status scripts can test
+        return _fail(f"unexpected {type(error).__name__}: {error}", EXIT_ERROR)
 
 
 # -- the commands ------------------------------------------------------------------------------

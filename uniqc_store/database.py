@@ -89,8 +89,12 @@ def _normalise_url(url: str | URL) -> URL:
     if isinstance(url, str):
         try:
             parsed = make_url(url)
-        except exc.ArgumentError as error:
-            raise UnsupportedDatabaseError(f"not a database URL: {url!r}") from None
+        except (exc.ArgumentError, ValueError):
+            # Never echo the text: a mistyped URL may still hold a password.
+            raise UnsupportedDatabaseError(
+                "not a valid database URL (expected e.g. sqlite:////path/tasks.sqlite or "
+                "postgresql+psycopg://user@host/db)"
+            ) from None
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -101,21 +105,24 @@ def _normalise_url(url: str | URL) -> URL:
             f"{mask(parsed)}: uniqc_store supports sqlite, postgresql+psycopg and mysql+pymysql "
             f"(or mariadb+pymysql), not {backend!r}"
         )
-    driver, extra = SUPPORTED[backend]
-    if parsed.drivername == backend:
-        if backend != "sqlite":  # SQLAlchemy's default drivers for servers are not ours
-            parsed = parsed.set(drivername=f"{backend}+{driver}")
-    elif parsed.get_driver_name() != driver:
+    driver = SUPPORTED[backend][0]
+    if parsed.drivername != backend and parsed.get_driver_name() != driver:
         raise UnsupportedDatabaseError(
             f"{mask(parsed)}: the {parsed.get_driver_name()!r} driver is not supported; use {backend}+{driver}://"
         )
-    if backend == "sqlite":
-        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
-            raise UnsupportedDatabaseError(
-                f"{mask(parsed)}: uniqc_store needs an SQLite file path, e.g. sqlite:////path/to/tasks.sqlite"
-            )
-        parsed = parsed.set(database=_real_path(Path(parsed.database).expanduser()))
-    return parsed
+    if backend != "sqlite":  # SQLAlchemy's default drivers for servers are not ours
+        return parsed.set(drivername=f"{backend}+{driver}")
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        raise UnsupportedDatabaseError(
+            f"{mask(parsed)}: uniqc_store needs an SQLite file path, e.g. sqlite:////path/to/tasks.sqlite"
+        )
+    if parsed.query:
+        raise UnsupportedDatabaseError(
+            f"{mask(parsed)}: SQLite URLs take no query parameters; the store sets its own connection options"
+        )
+    # One spelling per file (plain "sqlite", symlinks resolved): every store on a file must share
+    # one Database, or clear_all() could not close their connections.
+    return URL.create("sqlite", database=_real_path(Path(parsed.database).expanduser()))
 
 
 def _real_path(path: Path) -> str:
@@ -184,7 +191,8 @@ class SQLiteTx:
         return self._execute(stmt, params).rowcount
 
     def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
-        self._cursor.executemany(_sqlite_sql(stmt)[0], rows)
+        sql, bound = _sqlite_sql(stmt)
+        self._cursor.executemany(sql, [{**bound, **row} for row in rows] if bound else rows)
 
 
 class CoreTx:
@@ -262,6 +270,7 @@ class Database:
         self.engine = _create_engine(url)
         self._migration_engine: Engine | None = None
         self.ready = False
+        self.file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file found at head
         self.gate = _Gate()
         self.schema_mutex = threading.Lock()
         self.users = 0
@@ -308,6 +317,10 @@ class Database:
                     yield CoreTx(conn)
         except (exc.DBAPIError, sqlite3.Error) as error:
             raise self.translate(error) from error
+        except exc.TimeoutError as error:  # every pooled connection stayed busy
+            raise DatabaseError(f"{self.display_url}: no connection became free: {error}") from error
+        except UnicodeEncodeError as error:  # the driver met text that is not valid Unicode
+            raise InvalidTaskError(f"a value is not valid UTF-8 text: {error.reason}") from error
 
     def prepare_file(self) -> None:
         """Create the SQLite file's directory (0700) and the empty file (0600) if missing.
@@ -329,6 +342,49 @@ class Database:
         except OSError as error:
             raise DatabaseError(f"cannot create the database {self.path}: {error.strerror or error}") from error
 
+    def file_changed(self) -> bool:
+        """True if the SQLite file at :attr:`path` is gone or is no longer the one found at head."""
+        assert self.path is not None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self.file_id
+
+    def forget_file(self) -> None:
+        """Let go of a file that was deleted or replaced behind our back (another process's
+        ``clear_all``): later connections open whatever is at the path now.
+
+        The old file's connections are kept open, in a pool that is never closed before exit:
+        closing the last of them would make SQLite checkpoint and delete ``<path>-wal`` and
+        ``<path>-shm`` by name, and those names now belong to the new file.
+        """
+        _stale_pools.append(self.engine.pool)
+        self.engine.dispose(close=False)
+        self.file_id = None
+        self.ready = False
+
+    def has_connections(self) -> bool:
+        """True if the store's engine holds any connection, idle or in use."""
+        pool: Any = self.engine.pool
+        return pool.checkedin() + pool.checkedout() > 0
+
+    def secure_file(self) -> None:
+        """Record the file found at head, and make it and its siblings private (0600) if they
+        are not: uniqc itself, or an earlier run under a loose umask, may have created them."""
+        assert self.path is not None
+        for name in (self.path.name, *(self.path.name + suffix for suffix in SQLITE_SIBLINGS)):
+            path = self.path.parent / name
+            try:
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise DatabaseError(f"cannot make {path} private: {error.strerror or error}") from error
+        st = os.stat(self.path)
+        self.file_id = (st.st_dev, st.st_ino)
+
     def delete_file(self) -> None:
         """Close every pooled connection, then delete the SQLite file and its siblings.
 
@@ -341,11 +397,14 @@ class Database:
         self.engine.dispose()
         if self._migration_engine is not None:
             self._migration_engine.dispose()
+        self.file_id = None
         for name in (self.path.name, *(self.path.name + suffix for suffix in SQLITE_SIBLINGS)):
             try:
                 (self.path.parent / name).unlink()
             except FileNotFoundError:
                 pass
+            except OSError as error:
+                raise DatabaseError(f"cannot delete {self.path.parent / name}: {error.strerror or error}") from error
 
     def translate(self, error: exc.DBAPIError | sqlite3.Error) -> DatabaseError:
         """Turn a driver error into the library's own, naming the database (password hidden)."""
@@ -374,6 +433,10 @@ def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
     pooling: dict[str, Any] = {"poolclass": NullPool} if for_migrations else {}
     try:
         if backend == "sqlite":
+            if not pooling:
+                # Connections to a file are cheap, and a thread waiting for the write lock
+                # holds one: let the pool grow rather than time out before the busy timeout.
+                pooling = {"pool_size": 5, "max_overflow": -1}
             engine = create_engine(
                 url,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
@@ -421,6 +484,7 @@ def _configure_sqlite(engine: Engine, *, transactional_ddl: bool) -> None:
 # The per-process registry.
 
 _registry: OrderedDict[str, Database] = OrderedDict()
+_stale_pools: list[Any] = []  # see Database.forget_file
 # Re-entrant: a store's finalizer may call release() from a garbage collection inside acquire().
 _registry_lock = threading.RLock()
 

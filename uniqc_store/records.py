@@ -143,6 +143,8 @@ def check_limit(value: object, argument: str) -> int | None:
         raise InvalidTaskTypeError(f"{argument} must be an int or None, got {type(value).__name__} {value!r}")
     if value < 0:
         raise InvalidTaskError(f"{argument} must not be negative, got {value}")
+    if value > MAX_SHOTS:
+        raise InvalidTaskError(f"{argument} must be at most {MAX_SHOTS}, got {value}")
     return value
 
 
@@ -154,6 +156,13 @@ def check_text(value: object, name: str, max_length: int | None = None) -> str:
         raise InvalidTaskError(f"{name} must not be empty")
     if max_length is not None and len(value) > max_length:
         raise InvalidTaskError(f"{name} is {len(value)} characters long; the limit is {max_length}")
+    if "\x00" in value:
+        raise InvalidTaskError(f"{name} must not contain NUL characters")  # PostgreSQL cannot store them
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidTaskError(f"{name} is not valid UTF-8 text (it has a lone surrogate)") from None
     return value
 
 
@@ -162,9 +171,15 @@ def dump_json(value: object, name: str) -> str:
     if not isinstance(value, dict):
         raise InvalidTaskTypeError(f"{name} must be a dict, got {type(value).__name__}")
     try:
-        return _encode(value)
+        text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTaskError(f"{name} is not JSON-serialisable: {exc}") from exc
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidTaskError(f"{name} holds text that is not valid UTF-8 (a lone surrogate)") from None
+    return text
 
 
 def task_row(task: TaskInfo, update_time: str) -> dict[str, Any]:

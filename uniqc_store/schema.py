@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, exc, inspect
+from sqlalchemy import MetaData, exc, inspect, text
 from sqlalchemy.engine import Connection
 
 from . import database as dbmod
@@ -75,7 +75,11 @@ def script_location() -> Path:
 
 
 def alembic_config(connection: Connection | None = None, *, script_dir: Path | str | None = None) -> Config:
-    """Build the Alembic :class:`Config` in code; ``connection`` is passed to ``env.py`` if given."""
+    """Build the Alembic :class:`Config` in code.
+
+    ``connection`` names the database to migrate; ``env.py`` runs the migrations on a locked,
+    checked connection of the store's own to the same URL (see :func:`run_env`).
+    """
     from alembic.config import Config
 
     config = Config()
@@ -103,7 +107,8 @@ class SchemaState:
 def read_state(db: Database, conn: Connection) -> SchemaState:
     """Read the header and revision of ``db`` and refuse what is not ours or too new.
 
-    Reads only: a refused database is left exactly as it was.
+    Reads only. On a file in WAL mode, closing the connection may still checkpoint the file;
+    :func:`check_file_header` refuses from the raw bytes before any connection exists.
 
     Raises:
         NotADatabaseError: the file is not an SQLite database.
@@ -116,13 +121,8 @@ def read_state(db: Database, conn: Connection) -> SchemaState:
             application_id, user_version = conn.exec_driver_sql(
                 "SELECT * FROM pragma_application_id(), pragma_user_version()"
             ).one()
-            if application_id not in (0, APPLICATION_ID):
-                raise ForeignDatabaseError(
-                    f"{db.path} has application_id 0x{application_id & 0xFFFFFFFF:08X}, not uniqc's "
-                    f"0x{APPLICATION_ID:08X} ('UNIC'): it belongs to another program and was left untouched"
-                )
-            if user_version > CURRENT_SCHEMA_VERSION:
-                raise _too_new(db, f"user_version {user_version}")
+            application_id &= 0xFFFFFFFF
+            _refuse_header(db, application_id, user_version)
         has_table = inspect(conn).has_table(VERSION_TABLE)
         revision = None
         if has_table:
@@ -132,6 +132,56 @@ def read_state(db: Database, conn: Connection) -> SchemaState:
     if revision is not None and not _known(revision):
         raise _too_new(db, f"revision {revision!r}")
     return SchemaState(application_id, user_version, revision, has_table)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_file_header(db: Database) -> None:
+    """Refuse a file from the 100 raw bytes of its header, before SQLite opens it.
+
+    Opening a foreign file in WAL mode, even only to read it, would checkpoint its WAL into it
+    and delete its ``-wal``/``-shm`` files when the connection closes. Only call this while the
+    process has no connection to the file: closing another descriptor of a database file drops
+    every POSIX lock the process's SQLite connections hold on it.
+    """
+    assert db.path is not None
+    with open(db.path, "rb") as file:
+        head = file.read(100)
+    if not head:
+        return  # empty: a new file, ours to initialise
+    # The magic string, and the payload fractions that every valid header has (64, 32, 32).
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC) or head[21:24] != b"\x40\x20\x20":
+        raise NotADatabaseError(f"{db.path} is not an SQLite database; it was left untouched")
+    _refuse_header(db, int.from_bytes(head[68:72], "big"), int.from_bytes(head[60:64], "big", signed=True))
+
+
+def _refuse_header(db: Database, application_id: int, user_version: int) -> None:
+    if application_id not in (0, APPLICATION_ID):
+        raise ForeignDatabaseError(
+            f"{db.path} has application_id 0x{application_id:08X}, not uniqc's "
+            f"0x{APPLICATION_ID:08X} ('UNIC'): it belongs to another program and was left untouched"
+        )
+    if user_version > CURRENT_SCHEMA_VERSION:
+        raise _too_new(db, f"user_version {user_version}")
+
+
+_USER_VERSION = text("PRAGMA user_version")
+_REVISION = text(f"SELECT version_num FROM {VERSION_TABLE}")
+
+
+def still_at_head(db: Database) -> bool:
+    """Cheaply confirm that a database this process found at head still is: same file, same
+    version (another program may have deleted, replaced or upgraded it meanwhile)."""
+    if db.is_sqlite and db.file_changed():
+        return False
+    try:
+        with db.transaction(write=False) as tx:
+            if db.is_sqlite:
+                return tx.rows(_USER_VERSION)[0][0] == CURRENT_SCHEMA_VERSION
+            return [tuple(row) for row in tx.rows(_REVISION)] == [(HEAD_REVISION,)]
+    except DatabaseError:
+        return False  # ensure_schema() then finds out what is wrong, and says so
 
 
 def _known(revision: str) -> bool:
@@ -156,8 +206,13 @@ def ensure_schema(db: Database) -> None:
         MigrationError: a revision failed; it was rolled back completely.
     """
     with db.schema_mutex:
+        db.ready = False
         if db.is_sqlite:
+            if db.file_id is not None and db.file_changed():
+                db.forget_file()  # deleted or replaced behind our back: start on the new one
             db.prepare_file()
+            if not db.has_connections():
+                check_file_header(db)
         try:
             try:
                 with db.engine.connect() as conn:
@@ -173,7 +228,9 @@ def ensure_schema(db: Database) -> None:
                 if not state.at_head:  # else another process migrated while we waited
                     from alembic import command
 
-                    command.upgrade(alembic_config(conn), "head")
+                    command.upgrade(_config_for(conn), "head")
+        if db.is_sqlite:
+            db.secure_file()
         db.ready = True
 
 
@@ -209,7 +266,17 @@ def downgrade(
 
 def _run_command(fn: Any, revision: str, url: Any, cache_dir: Any, script_dir: Path | str | None) -> None:
     with _migrating(dbmod.resolve_url(cache_dir, url)) as conn:
-        fn(alembic_config(conn, script_dir=script_dir), revision)
+        fn(_config_for(conn, script_dir=script_dir), revision)
+
+
+_PREPARED = "uniqc_store.prepared"
+
+
+def _config_for(conn: Connection, *, script_dir: Path | str | None = None) -> Config:
+    """A Config whose connection already holds the migration lock and passed every check."""
+    config = alembic_config(conn, script_dir=script_dir)
+    config.attributes[_PREPARED] = True
+    return config
 
 
 @contextmanager
@@ -309,13 +376,26 @@ def run_env(context: EnvironmentContext) -> None:
             "offline (--sql) migrations are not supported: the SQLite header is written by a hook "
             "that needs a live connection; run the command without --sql"
         )
-    connection = context.config.attributes.get("connection")
-    if connection is not None:
+    attributes = context.config.attributes
+    connection = attributes.get("connection")
+    if connection is not None and attributes.get(_PREPARED):
         _run_migrations(context, connection)
         return
-    url = context.get_x_argument(as_dictionary=True).get("url")
-    with _migrating(dbmod.resolve_url(url=url)) as conn:
-        _run_migrations(context, conn)
+    if connection is not None:
+        # Somebody else's connection: it names the database, but has neither the lock, nor the
+        # checks, nor (on SQLite) a BEGIN that makes DDL transactional. Use one of ours.
+        url: Any = connection.engine.url
+    else:
+        url = context.get_x_argument(as_dictionary=True).get("url")
+    try:
+        with _migrating(dbmod.resolve_url(url=url)) as conn:
+            _run_migrations(context, conn)
+    except StoreError as error:
+        if connection is not None or context.config.cmd_opts is None:
+            raise
+        from alembic.util import CommandError
+
+        raise CommandError(str(error)) from error  # the alembic command line prints one line
 
 
 def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
@@ -380,6 +460,13 @@ def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
         conn.commit()
     if heads or not user_version:
         return
+    if not inspect(conn).has_table("tasks"):
+        conn.commit()
+        raise MigrationError(
+            f"the database has user_version {user_version} but no tasks table: it is not a file "
+            "uniqc wrote, so it was not stamped; move it away and let the store create a new one"
+        )
+    conn.commit()
     with conn.begin():
         migration.stamp(script, f"{user_version:04d}")
         conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -407,13 +494,12 @@ __all__ = [
     "APPLICATION_ID",
     "CURRENT_SCHEMA_VERSION",
     "HEAD_REVISION",
-    "DatabaseError",
-    "NotADatabaseError",
     "alembic_config",
     "downgrade",
     "ensure_schema",
     "read_state",
     "run_env",
     "script_location",
+    "still_at_head",
     "upgrade",
 ]

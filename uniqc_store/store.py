@@ -40,18 +40,12 @@ _NO_LIMIT = 2**63 - 1
 
 
 def _upsert(dialect: str) -> Any:
-    if dialect == "sqlite":
-        stmt = sqlite.insert(_table)
-        return stmt.on_conflict_do_update(
-            index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED}
-        )
-    if dialect == "postgresql":
-        stmt = postgresql.insert(_table)
-        return stmt.on_conflict_do_update(
-            index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED}
-        )
-    stmt = mysql.insert(_table)
-    return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in _UPDATED})
+    """Each dialect's native upsert, keeping the first submit_time."""
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(_table)
+        return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in _UPDATED})
+    stmt = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(_table)
+    return stmt.on_conflict_do_update(index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED})
 
 
 class _Statements:
@@ -138,9 +132,9 @@ class TaskStore:
         self._sql = _statements.get(db.dialect) or _statements.setdefault(db.dialect, _Statements(db.dialect))
         self._closed = False
         with db.gate:
-            # Once this process has found the database at head, constructing another store on
-            # it costs no I/O at all (a web gateway builds one per request).
-            if not db.ready:
+            # Once this process has found the database at head, another store on it costs one
+            # stat and one tiny query (a web gateway builds a store per request).
+            if not (db.ready and schema.still_at_head(db)):
                 schema.ensure_schema(db)
 
     def __repr__(self) -> str:
@@ -160,16 +154,22 @@ class TaskStore:
         self._release()
 
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[Tx]:
-        """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
+    def _open(self) -> Iterator[database.Database]:
+        """Use the database: refuse if closed, and bring the schema to head first if needed."""
         if self._closed:
             raise DatabaseError(f"{self!r} is closed")
         db = self._db
         with db.gate:
-            if not db.ready:
+            # The stat notices a file deleted or replaced by another process (~1 µs).
+            if not db.ready or (db.is_sqlite and db.file_changed()):
                 schema.ensure_schema(db)
-            with db.transaction(write=write) as tx:
-                yield tx
+            yield db
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Tx]:
+        """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
+        with self._open() as db, db.transaction(write=write) as tx:
+            yield tx
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -230,10 +230,8 @@ class TaskStore:
         closing every pooled connection to it in this process; the next call (on any store)
         creates a fresh, fully migrated file. Servers: deletes every row, keeping the schema.
         """
-        if self._closed:
-            raise DatabaseError(f"{self!r} is closed")
         db = self._db
-        if db.is_sqlite:
+        if db.is_sqlite and not self._closed:
             with db.gate.exclusive(), db.schema_mutex:
                 db.delete_file()
             return
@@ -289,10 +287,8 @@ class TaskStore:
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
-        if self._closed:
-            raise DatabaseError(f"{self!r} is closed")
-        with self._db.gate, self._db.engine.connect() as conn:
-            state = schema.read_state(self._db, conn)
+        with self._open() as db, db.engine.connect() as conn:
+            state = schema.read_state(db, conn)
         info: dict[str, Any] = {"url": self.url, "revision": state.revision}
         if self._db.is_sqlite:
             info.update(
