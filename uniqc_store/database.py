@@ -436,7 +436,9 @@ def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
             if not pooling:
                 # Connections to a file are cheap, and a thread waiting for the write lock
                 # holds one: let the pool grow rather than time out before the busy timeout.
-                pooling = {"pool_size": 5, "max_overflow": -1}
+                # No rollback on return either: Database.transaction() always ends what it
+                # began, and reads run outside any transaction.
+                pooling = {"pool_size": 5, "max_overflow": -1, "pool_reset_on_return": None}
             engine = create_engine(
                 url,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
