@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_files import V1_DDL, header, rows_of, snapshot, write_uniqc_v1_file
+from uniqc_files import V1_DDL, header, rows_of, snapshot, write_foreign_file, write_uniqc_v1_file
 from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -81,18 +81,9 @@ def test_what_we_write_uniqc_reads_with_plain_sqlite3(sqlite_store: TaskStore) -
     assert row[6:] == ('{"00": 1}', '{"q": "é"}')
 
 
-def _foreign_file(path: Path, application_id: int) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA application_id = {application_id}")
-    conn.execute("CREATE TABLE notes(body TEXT)")
-    conn.execute("INSERT INTO notes VALUES ('not yours')")
-    conn.commit()
-    conn.close()
-
-
 @pytest.mark.parametrize("application_id", [0x12345678, 1, -1], ids=["other-app", "small", "negative"])
 def test_a_foreign_file_is_refused_byte_for_byte_untouched(tmp_path: Path, application_id: int) -> None:
-    _foreign_file(tmp_path / DB_FILENAME, application_id)
+    write_foreign_file(tmp_path / DB_FILENAME, application_id)
     before = snapshot(tmp_path)
     with pytest.raises(ForeignDatabaseError) as caught:
         TaskStore(tmp_path)

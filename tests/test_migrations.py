@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from dbutil import raw_rows
-from uniqc_files import header, rows_of, write_uniqc_v1_file
+from uniqc_files import header, rows_of, write_foreign_file, write_uniqc_v1_file
 from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -222,14 +222,8 @@ def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
 
 
 def test_the_alembic_command_line_refuses_a_foreign_file_untouched(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "foreign.sqlite"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA application_id = 42")
-    conn.execute("CREATE TABLE t(x)")
-    conn.commit()
-    conn.close()
+    write_foreign_file(path, 42)
     before = path.read_bytes()
     out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
     assert out.returncode != 0
@@ -254,14 +248,8 @@ def test_command_upgrade_with_a_connection_of_ones_own_migrates_that_database(tm
 
 
 def test_command_upgrade_with_a_connection_of_ones_own_still_refuses_a_foreign_file(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / DB_FILENAME
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA application_id = 7")
-    conn.execute("CREATE TABLE t(x)")
-    conn.commit()
-    conn.close()
+    write_foreign_file(path, 7)
     before = path.read_bytes()
     with pytest.raises(ForeignDatabaseError):
         _upgrade_with_a_connection_of_ones_own(f"sqlite:///{path}")

@@ -74,3 +74,13 @@ def header(path: Path) -> tuple[int, int]:
 def snapshot(directory: Path) -> dict[str, str]:
     """Names and SHA-256 of every file in ``directory``: equal snapshots mean nothing was touched."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def write_foreign_file(path: Path, application_id: int) -> None:
+    """An SQLite file of another program: its own application_id, a table, a row."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id = {application_id}")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('not yours')")
+    conn.commit()
+    conn.close()

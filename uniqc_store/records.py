@@ -158,11 +158,7 @@ def check_text(value: object, name: str, max_length: int | None = None) -> str:
         raise InvalidTaskError(f"{name} is {len(value)} characters long; the limit is {max_length}")
     if "\x00" in value:
         raise InvalidTaskError(f"{name} must not contain NUL characters")  # PostgreSQL cannot store them
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidTaskError(f"{name} is not valid UTF-8 text (it has a lone surrogate)") from None
+    _check_utf8(value, f"{name} is not valid UTF-8 text (it has a lone surrogate)")
     return value
 
 
@@ -174,12 +170,17 @@ def dump_json(value: object, name: str) -> str:
         text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTaskError(f"{name} is not JSON-serialisable: {exc}") from exc
+    _check_utf8(text, f"{name} holds text that is not valid UTF-8 (a lone surrogate)")
+    return text
+
+
+def _check_utf8(text: str, message: str) -> None:
+    # Python strings may hold lone surrogates, which no database driver can encode.
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidTaskError(f"{name} holds text that is not valid UTF-8 (a lone surrogate)") from None
-    return text
+            raise InvalidTaskError(message) from None
 
 
 def task_row(task: TaskInfo, update_time: str) -> dict[str, Any]:
