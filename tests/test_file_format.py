@@ -16,11 +16,11 @@ from uniqc_store import (
     CURRENT_SCHEMA_VERSION,
     DB_FILENAME,
     ForeignDatabaseError,
-    MigrationError,
     NotADatabaseError,
     SchemaTooNewError,
     TaskInfo,
     TaskStore,
+    schema,
 )
 
 
@@ -203,34 +203,61 @@ def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: 
     assert by_link.db_path == by_dir.db_path
 
 
-def _wal_file_with_a_hot_wal(path: Path, *, application_id: int, user_version: int) -> sqlite3.Connection:
-    """A WAL-mode file whose last transaction is still only in its -wal (the writer is open)."""
+def _wal_file_with_a_hot_wal(
+    path: Path, *, application_id: int, user_version: int, header_in_wal: bool
+) -> sqlite3.Connection:
+    """A WAL-mode file whose last transaction is still only in its -wal (the writer is open);
+    with ``header_in_wal`` the refusing values themselves are in that transaction."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA application_id = {application_id}")
-    conn.execute(f"PRAGMA user_version = {user_version}")
     conn.execute("CREATE TABLE notes(body TEXT)")
+    if not header_in_wal:
+        conn.execute(f"PRAGMA application_id = {application_id}")
+        conn.execute(f"PRAGMA user_version = {user_version}")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("BEGIN")
     conn.execute("INSERT INTO notes VALUES ('only in the wal')")
+    if header_in_wal:
+        conn.execute(f"PRAGMA application_id = {application_id}")
+        conn.execute(f"PRAGMA user_version = {user_version}")
+    conn.execute("COMMIT")
     return conn
 
 
+def _open_with_the_store(tmp_path: Path) -> None:
+    TaskStore(tmp_path)
+
+
+def _upgrade_with_the_library(tmp_path: Path) -> None:
+    schema.upgrade(cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("opener", [_open_with_the_store, _upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"])
+@pytest.mark.parametrize("header_in_wal", [False, True], ids=["header-in-file", "header-in-wal"])
 @pytest.mark.parametrize(
     ("application_id", "user_version", "error"),
     [(0x0BADF00D, 0, ForeignDatabaseError), (APPLICATION_ID, 9, SchemaTooNewError)],
     ids=["foreign", "too-new"],
 )
 def test_a_refused_file_in_wal_mode_keeps_its_wal_and_its_bytes(
-    tmp_path: Path, application_id: int, user_version: int, error: type
+    tmp_path: Path, application_id: int, user_version: int, error: type, header_in_wal: bool, opener
 ) -> None:
-    owner = _wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version)
+    owner = _wal_file_with_a_hot_wal(
+        tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version, header_in_wal=header_in_wal
+    )
     try:
         before = snapshot(tmp_path)
         assert f"{DB_FILENAME}-wal" in before
         with pytest.raises(error):
-            TaskStore(tmp_path)
-        assert snapshot(tmp_path) == before
+            opener(tmp_path)
+        after = snapshot(tmp_path)
+        # The database and its WAL keep every byte. The -shm is the live writer's shared-memory
+        # index, which any reader of a WAL database updates; it holds no data.
+        assert after.keys() == before.keys()
+        assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
+            k: v for k, v in before.items() if not k.endswith("-shm")
+        }
     finally:
         owner.close()
 
@@ -289,19 +316,26 @@ def test_every_spelling_of_a_file_shares_one_database(tmp_path: Path) -> None:
     assert b.url == a.url == f"sqlite:///{tmp_path / DB_FILENAME}"
 
 
-def test_a_file_claiming_a_version_without_the_tasks_table_is_not_adopted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "ddl", ["CREATE TABLE other(x)", "CREATE TABLE tasks(id INTEGER PRIMARY KEY, title TEXT, done INTEGER)"],
+    ids=["no-tasks-table", "a-todo-apps-tasks-table"],
+)
+def test_a_file_claiming_a_version_without_uniqcs_tasks_table_is_refused_untouched(tmp_path: Path, ddl: str) -> None:
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("CREATE TABLE other(x)")
+    conn.execute(ddl)
     conn.commit()
     conn.close()
-    with pytest.raises(MigrationError, match="no tasks table"):
+    before = snapshot(tmp_path)
+    with pytest.raises(ForeignDatabaseError, match="no uniqc tasks table"):
         TaskStore(tmp_path)
-    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, 1)
-    conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
-    conn.close()
+    assert snapshot(tmp_path) == before
+    # Doing what the message says — moving the file away — gives a working store at once.
+    (tmp_path / DB_FILENAME).rename(tmp_path.parent / f"{tmp_path.name}-moved.sqlite")
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("t", "sim"))
+        assert store.count() == 1
 
 
 def test_store_connections_commit_with_full_synchronous_durability(sqlite_store: TaskStore) -> None:

@@ -131,7 +131,9 @@ def _real_path(path: Path) -> str:
 
 
 def mask(url: URL) -> str:
-    """Render ``url`` with its password hidden."""
+    """Render ``url`` with its password hidden (also one given as a query parameter)."""
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
     return url.render_as_string(hide_password=True)
 
 
@@ -353,14 +355,10 @@ class Database:
 
     def forget_file(self) -> None:
         """Let go of a file that was deleted or replaced behind our back (another process's
-        ``clear_all``): later connections open whatever is at the path now.
-
-        The old file's connections are kept open, in a pool that is never closed before exit:
-        closing the last of them would make SQLite checkpoint and delete ``<path>-wal`` and
-        ``<path>-shm`` by name, and those names now belong to the new file.
-        """
-        _stale_pools.append(self.engine.pool)
-        self.engine.dispose(close=False)
+        ``clear_all``): later connections open whatever is at the path now. (SQLite checks that
+        a file is unmoved before it checkpoints and deletes ``-wal``/``-shm`` on close, so
+        closing the old file's connections leaves the new file's alone.)"""
+        self.engine.dispose()
         self.file_id = None
         self.ready = False
 
@@ -486,7 +484,6 @@ def _configure_sqlite(engine: Engine, *, transactional_ddl: bool) -> None:
 # The per-process registry.
 
 _registry: OrderedDict[str, Database] = OrderedDict()
-_stale_pools: list[Any] = []  # see Database.forget_file
 # Re-entrant: a store's finalizer may call release() from a garbage collection inside acquire().
 _registry_lock = threading.RLock()
 

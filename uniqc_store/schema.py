@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +34,6 @@ from . import database as dbmod
 from .database import Database
 from .errors import (
     DatabaseError,
-    DatabaseRefusedError,
     ForeignDatabaseError,
     MigrationError,
     NotADatabaseError,
@@ -127,11 +128,28 @@ def read_state(db: Database, conn: Connection) -> SchemaState:
         revision = None
         if has_table:
             revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
+        if db.is_sqlite and user_version and revision is None:
+            _refuse_unless_uniqc_layout(db, conn, user_version)
     except exc.DBAPIError as error:
         raise db.translate(error) from error
     if revision is not None and not _known(revision):
         raise _too_new(db, f"revision {revision!r}")
     return SchemaState(application_id, user_version, revision, has_table)
+
+
+V1_COLUMNS = [
+    "task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json",
+]
+
+
+def _refuse_unless_uniqc_layout(db: Database, conn: Connection, user_version: int) -> None:
+    """A file with a version but no revision is adopted only if it really is uniqc's."""
+    columns = [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(tasks)")]
+    if columns != V1_COLUMNS:
+        raise ForeignDatabaseError(
+            f"{db.path} has user_version {user_version} but no uniqc tasks table "
+            f"(found columns {columns or 'none'}); it was left untouched"
+        )
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -146,14 +164,34 @@ def check_file_header(db: Database) -> None:
     every POSIX lock the process's SQLite connections hold on it.
     """
     assert db.path is not None
-    with open(db.path, "rb") as file:
-        head = file.read(100)
+    try:
+        with open(db.path, "rb") as file:
+            head = file.read(100)
+        wal = Path(f"{db.path}-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+    except OSError as error:
+        raise DatabaseError(f"cannot read {db.path}: {error.strerror or error}") from error
     if not head:
         return  # empty: a new file, ours to initialise
     # The magic string, and the payload fractions that every valid header has (64, 32, 32).
     if len(head) < 100 or not head.startswith(SQLITE_MAGIC) or head[21:24] != b"\x40\x20\x20":
         raise NotADatabaseError(f"{db.path} is not an SQLite database; it was left untouched")
     _refuse_header(db, int.from_bytes(head[68:72], "big"), int.from_bytes(head[60:64], "big", signed=True))
+    if wal_size:
+        # The header's newest values may still be in the WAL: read them without the right to
+        # write, so that closing cannot checkpoint the WAL into the file.
+        uri = f"file:{urllib.parse.quote(str(db.path))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                application_id, user_version = conn.execute(
+                    "SELECT * FROM pragma_application_id(), pragma_user_version()"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            raise db.translate(error) from error
+        _refuse_header(db, application_id & 0xFFFFFFFF, user_version)
 
 
 def _refuse_header(db: Database, application_id: int, user_version: int) -> None:
@@ -207,31 +245,41 @@ def ensure_schema(db: Database) -> None:
     """
     with db.schema_mutex:
         db.ready = False
-        if db.is_sqlite:
-            if db.file_id is not None and db.file_changed():
-                db.forget_file()  # deleted or replaced behind our back: start on the new one
-            db.prepare_file()
-            if not db.has_connections():
-                check_file_header(db)
         try:
+            _before_connecting(db)
             try:
                 with db.engine.connect() as conn:
                     state = read_state(db, conn)
                     conn.commit()
             except exc.DBAPIError as error:  # raised by connecting
                 raise db.translate(error) from error
-        except DatabaseRefusedError:
-            db.engine.dispose()  # keep no connection open on a file that is not ours
-            raise
-        if not state.at_head:
-            with _locked_connection(db) as (conn, state):
-                if not state.at_head:  # else another process migrated while we waited
-                    from alembic import command
+            except exc.TimeoutError as error:
+                raise DatabaseError(f"{db.display_url}: no connection became free: {error}") from error
+            if not state.at_head:
+                with _locked_connection(db) as (conn, state):
+                    if not state.at_head:  # else another process migrated while we waited
+                        from alembic import command
 
-                    command.upgrade(_config_for(conn), "head")
+                        command.upgrade(_config_for(conn), "head")
+        except BaseException:
+            # Keep no connection to a file that is not ours, or that the caller may now move
+            # away (a later open must start on whatever is at the path then).
+            db.engine.dispose()
+            raise
         if db.is_sqlite:
             db.secure_file()
         db.ready = True
+
+
+def _before_connecting(db: Database) -> None:
+    """What must happen before any connection of this process opens an SQLite file."""
+    if not db.is_sqlite:
+        return
+    if db.file_id is not None and db.file_changed():
+        db.forget_file()  # deleted or replaced behind our back: start on the new one
+    db.prepare_file()
+    if not db.has_connections():
+        check_file_header(db)
 
 
 def upgrade(
@@ -284,10 +332,11 @@ def _migrating(url: Any) -> Iterator[Connection]:
     """A locked connection to the database at ``url`` for an explicit Alembic command."""
     with dbmod.opened(url) as db, db.schema_mutex:
         db.ready = False  # every store of this process re-checks the schema afterwards
-        if db.is_sqlite:
-            db.prepare_file()
+        _before_connecting(db)
         with _locked_connection(db) as (conn, _):
             yield conn
+        if db.is_sqlite:
+            db.secure_file()
 
 
 @contextmanager
@@ -297,7 +346,11 @@ def _locked_connection(db: Database) -> Iterator[tuple[Connection, SchemaState]]
     The connection is outside any transaction, as Alembic needs it to run each revision in a
     transaction of its own.
     """
-    with db.migration_engine.connect() as conn, _migration_lock(db, conn):
+    try:
+        conn = db.migration_engine.connect()
+    except exc.DBAPIError as error:
+        raise db.translate(error) from error
+    with conn, _migration_lock(db, conn):
         state = read_state(db, conn)  # refusals first: nothing below may touch a foreign file
         conn.commit()
         if db.is_sqlite:
@@ -460,13 +513,6 @@ def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
         conn.commit()
     if heads or not user_version:
         return
-    if not inspect(conn).has_table("tasks"):
-        conn.commit()
-        raise MigrationError(
-            f"the database has user_version {user_version} but no tasks table: it is not a file "
-            "uniqc wrote, so it was not stamped; move it away and let the store create a new one"
-        )
-    conn.commit()
     with conn.begin():
         migration.stamp(script, f"{user_version:04d}")
         conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")

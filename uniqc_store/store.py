@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from . import database, schema
 from .database import Tx
@@ -287,8 +289,12 @@ class TaskStore:
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
-        with self._open() as db, db.engine.connect() as conn:
-            state = schema.read_state(db, conn)
+        with self._open() as db:
+            try:
+                with db.engine.connect() as conn:
+                    state = schema.read_state(db, conn)
+            except (DBAPIError, SATimeoutError) as error:
+                raise DatabaseError(f"{db.display_url}: {getattr(error, 'orig', error)}") from error
         info: dict[str, Any] = {"url": self.url, "revision": state.revision}
         if self._db.is_sqlite:
             info.update(
