@@ -155,23 +155,26 @@ class TaskStore:
         self._closed = True
         self._release()
 
-    @contextmanager
-    def _open(self) -> Iterator[database.Database]:
-        """Use the database: refuse if closed, and bring the schema to head first if needed."""
+    def _usable(self) -> database.Database:
         if self._closed:
             raise DatabaseError(f"{self!r} is closed")
-        db = self._db
-        with db.gate:
-            # The stat notices a file deleted or replaced by another process (~1 µs).
-            if not db.ready or (db.is_sqlite and db.file_changed()):
-                schema.ensure_schema(db)
-            yield db
+        return self._db
+
+    @staticmethod
+    def _bring_to_head(db: database.Database) -> None:
+        """Check the schema (again) when needed; the caller holds ``db.gate``."""
+        # The stat notices a file deleted or replaced by another process (a few µs).
+        if not db.ready or (db.is_sqlite and db.file_changed()):
+            schema.ensure_schema(db)
 
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Tx]:
         """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
-        with self._open() as db, db.transaction(write=write) as tx:
-            yield tx
+        db = self._usable()
+        with db.gate:
+            self._bring_to_head(db)
+            with db.transaction(write=write) as tx:
+                yield tx
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -289,7 +292,9 @@ class TaskStore:
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
-        with self._open() as db:
+        db = self._usable()
+        with db.gate:
+            self._bring_to_head(db)
             try:
                 with db.engine.connect() as conn:
                     state = schema.read_state(db, conn)
