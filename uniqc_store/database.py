@@ -12,16 +12,14 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import create_engine, event, exc
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql import ClauseElement
 
 from .errors import (
     DatabaseError,
@@ -31,6 +29,7 @@ from .errors import (
     NotADatabaseError,
     UnsupportedDatabaseError,
 )
+from .execution import CoreTx, SQLiteTx, Tx
 
 ENV_URL = "UNIQC_STORE_URL"
 DB_FILENAME = "tasks.sqlite"
@@ -135,84 +134,6 @@ def mask(url: URL) -> str:
     if "password" in url.query:
         url = url.update_query_dict({"password": "***"})
     return url.render_as_string(hide_password=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running statements inside Database.transaction(): the same Core statements on every backend.
-
-
-class Tx(Protocol):
-    """The statements of one transaction; SQLite and servers run them differently."""
-
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
-        """Execute ``stmt`` and return all its rows."""
-
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
-        """Execute ``stmt`` and return the number of rows it changed."""
-
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
-        """Execute ``stmt`` once per parameter dict in ``rows``."""
-
-
-# pysqlite's named paramstyle: a statement's parameters pass as the dict they already are.
-_SQLITE = sqlite_dialect.dialect(paramstyle="named")
-_compiled: dict[int, tuple[ClauseElement, str, dict[str, Any]]] = {}
-
-
-def _sqlite_sql(stmt: ClauseElement) -> tuple[str, dict[str, Any]]:
-    """SQL text of ``stmt`` for sqlite3, and the values bound inside it; cached per statement."""
-    entry = _compiled.get(id(stmt))
-    if entry is None or entry[0] is not stmt:
-        compiled = stmt.compile(dialect=_SQLITE, compile_kwargs={"render_postcompile": True})
-        entry = (stmt, compiled.string, {k: v for k, v in compiled.params.items() if v is not None})
-        # The store prepares a bounded set of statements (store.py); the entry keeps its
-        # statement alive, so an id is never reused while cached.
-        if len(_compiled) < 1024:
-            _compiled[id(stmt)] = entry
-    return entry[1], entry[2]
-
-
-class SQLiteTx:
-    """Statements on an sqlite3 cursor, compiled once to SQL text (the measured hot path)."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
-
-    def _execute(self, stmt: ClauseElement, params: dict[str, Any] | None) -> sqlite3.Cursor:
-        sql, bound = _sqlite_sql(stmt)
-        if bound:
-            params = {**bound, **params} if params else bound
-        return self._cursor.execute(sql, params or {})
-
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> list[Any]:
-        return self._execute(stmt, params).fetchall()
-
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
-        return self._execute(stmt, params).rowcount
-
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
-        sql, bound = _sqlite_sql(stmt)
-        self._cursor.executemany(sql, [{**bound, **row} for row in rows] if bound else rows)
-
-
-class CoreTx:
-    """Statements on a SQLAlchemy Core connection (PostgreSQL, MySQL/MariaDB)."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Any]:
-        return self._conn.execute(stmt, params).all()
-
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
-        return self._conn.execute(stmt, params).rowcount
-
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
-        self._conn.execute(stmt, rows)
 
 
 class _Gate:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from . import database, schema
-from .database import Tx
+from .execution import Tx
 from .errors import DatabaseError
 from .models import Task
 from .records import (

@@ -1,0 +1,91 @@
+"""Running the store's statements inside :meth:`Database.transaction`.
+
+The same Core statements serve every backend. On servers they run on a SQLAlchemy connection
+(its compiled cache applies). On SQLite, the hot path, each is compiled once to SQL text and
+run on the pooled DBAPI cursor: SQLAlchemy's per-execution machinery was most of the cost of a
+``get`` (see benchmarks/bench_store.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ClauseElement
+
+
+class Tx(Protocol):
+    """The statements of one transaction; SQLite and servers run them differently."""
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        """Execute ``stmt`` and return all its rows."""
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        """Execute ``stmt`` and return the number of rows it changed."""
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        """Execute ``stmt`` once per parameter dict in ``rows``."""
+
+
+# pysqlite's named paramstyle: a statement's parameters pass as the dict they already are.
+_SQLITE = sqlite_dialect.dialect(paramstyle="named")
+_compiled: dict[int, tuple[ClauseElement, str, dict[str, Any]]] = {}
+
+
+def _sqlite_sql(stmt: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """SQL text of ``stmt`` for sqlite3, and the values bound inside it; cached per statement."""
+    entry = _compiled.get(id(stmt))
+    if entry is None or entry[0] is not stmt:
+        compiled = stmt.compile(dialect=_SQLITE, compile_kwargs={"render_postcompile": True})
+        entry = (stmt, compiled.string, {k: v for k, v in compiled.params.items() if v is not None})
+        # The store prepares a bounded set of statements (store.py); the entry keeps its
+        # statement alive, so an id is never reused while cached.
+        if len(_compiled) < 1024:
+            _compiled[id(stmt)] = entry
+    return entry[1], entry[2]
+
+
+class SQLiteTx:
+    """Statements on an sqlite3 cursor, compiled once to SQL text (the measured hot path)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def _execute(self, stmt: ClauseElement, params: dict[str, Any] | None) -> sqlite3.Cursor:
+        sql, bound = _sqlite_sql(stmt)
+        if bound:
+            params = {**bound, **params} if params else bound
+        return self._cursor.execute(sql, params or {})
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> list[Any]:
+        return self._execute(stmt, params).fetchall()
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        return self._execute(stmt, params).rowcount
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        sql, bound = _sqlite_sql(stmt)
+        self._cursor.executemany(sql, [{**bound, **row} for row in rows] if bound else rows)
+
+
+class CoreTx:
+    """Statements on a SQLAlchemy Core connection (PostgreSQL, MySQL/MariaDB)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Any]:
+        return self._conn.execute(stmt, params).all()
+
+    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+        return self._conn.execute(stmt, params).rowcount
+
+    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        self._conn.execute(stmt, rows)
