@@ -347,3 +347,17 @@ def test_store_connections_commit_with_full_synchronous_durability(sqlite_store:
         assert raw.cursor().execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         raw.close()
+
+
+def test_a_schema_migrated_by_another_program_while_in_use_gets_no_rows_of_ours(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.save(TaskInfo("before", "sim"))
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("PRAGMA user_version = 2")  # a newer uniqc migrated the file meanwhile
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match="changed to user_version 2 while in use"):
+        store.save(TaskInfo("after", "sim"))
+    with pytest.raises(SchemaTooNewError):
+        store.save(TaskInfo("after", "sim"))
+    assert [r[0] for r in rows_of(tmp_path / DB_FILENAME)] == ["before"]

@@ -27,6 +27,7 @@ from .errors import (
     InvalidTaskError,
     InvalidTaskTypeError,
     NotADatabaseError,
+    SchemaTooNewError,
     UnsupportedDatabaseError,
 )
 from .execution import CoreTx, SQLiteTx, Tx
@@ -194,6 +195,7 @@ class Database:
         self._migration_engine: Engine | None = None
         self.ready = False
         self.file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file found at head
+        self.schema_version: int | None = None  # its user_version then (set by schema.py)
         self.gate = _Gate()
         self.schema_mutex = threading.Lock()
         self.users = 0
@@ -228,6 +230,7 @@ class Database:
                     # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
                     cursor.execute("BEGIN IMMEDIATE")
                     try:
+                        self._check_unchanged_schema(cursor)
                         yield SQLiteTx(cursor)
                     except BaseException:
                         raw.rollback()
@@ -324,6 +327,19 @@ class Database:
                 pass
             except OSError as error:
                 raise DatabaseError(f"cannot delete {self.path.parent / name}: {error.strerror or error}") from error
+
+    def _check_unchanged_schema(self, cursor: sqlite3.Cursor) -> None:
+        # Under the write lock, so no other program can change it until we commit: never write
+        # rows of our layout into a schema another program has migrated meanwhile.
+        found = cursor.execute("PRAGMA user_version").fetchone()[0]
+        if self.schema_version is not None and found != self.schema_version:
+            self.ready = False  # the next call re-checks, and refuses or migrates as on open
+            error = SchemaTooNewError if found > self.schema_version else DatabaseError
+            raise error(
+                f"{self.path} changed to user_version {found} while in use (this uniqc_store writes "
+                f"{self.schema_version}); nothing was written. Another program migrated it: if it "
+                "is newer, upgrade uniqc_store (pip install -U uniqc_store)."
+            )
 
     def translate(self, error: exc.DBAPIError | sqlite3.Error) -> DatabaseError:
         """Turn a driver error into the library's own, naming the database (password hidden)."""

@@ -268,6 +268,7 @@ def ensure_schema(db: Database) -> None:
             raise
         if db.is_sqlite:
             db.secure_file()
+            db.schema_version = CURRENT_SCHEMA_VERSION
         db.ready = True
 
 
