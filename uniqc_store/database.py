@@ -28,6 +28,7 @@ from .errors import (
     InvalidTaskTypeError,
     NotADatabaseError,
     SchemaTooNewError,
+    StoreError,
     UnsupportedDatabaseError,
 )
 from .execution import CoreTx, SQLiteTx, Tx
@@ -50,6 +51,8 @@ SUPPORTED = {
     "mysql": ("pymysql", "mysql"),
     "mariadb": ("pymysql", "mysql"),
 }
+#: Errors of drivers and of the pool that Database.translate() turns into the library's own.
+TRANSLATED = (exc.DBAPIError, sqlite3.Error, exc.TimeoutError, UnicodeEncodeError)
 # execution option that makes a migration connection's transactions start with BEGIN IMMEDIATE
 WRITE_OPTION = "uniqc_store_write"
 
@@ -241,12 +244,18 @@ class Database:
             else:
                 with self.engine.begin() if write else self.engine.connect() as conn:
                     yield CoreTx(conn)
-        except (exc.DBAPIError, sqlite3.Error) as error:
+        except TRANSLATED as error:
             raise self.translate(error) from error
-        except exc.TimeoutError as error:  # every pooled connection stayed busy
-            raise DatabaseError(f"{self.display_url}: no connection became free: {error}") from error
-        except UnicodeEncodeError as error:  # the driver met text that is not valid Unicode
-            raise InvalidTaskError(f"a value is not valid UTF-8 text: {error.reason}") from error
+
+    @contextmanager
+    def connect(self, *, migrations: bool = False) -> Iterator[Connection]:
+        """A Core connection for schema work (the migration engine's if ``migrations``), with
+        driver and pool errors translated as in :meth:`transaction`."""
+        try:
+            with (self.migration_engine if migrations else self.engine).connect() as conn:
+                yield conn
+        except TRANSLATED as error:
+            raise self.translate(error) from error
 
     def prepare_file(self) -> None:
         """Create the SQLite file's directory (0700) and the empty file (0600) if missing.
@@ -341,8 +350,13 @@ class Database:
                 "is newer, upgrade uniqc_store (pip install -U uniqc_store)."
             )
 
-    def translate(self, error: exc.DBAPIError | sqlite3.Error) -> DatabaseError:
-        """Turn a driver error into the library's own, naming the database (password hidden)."""
+    def translate(self, error: BaseException) -> StoreError:
+        """Turn one of :data:`TRANSLATED` into the library's own error, naming the database
+        (password hidden)."""
+        if isinstance(error, exc.TimeoutError):  # every pooled connection stayed busy
+            return DatabaseError(f"{self.display_url}: no connection became free: {error}")
+        if isinstance(error, UnicodeEncodeError):  # the driver met text that is not valid Unicode
+            return InvalidTaskError(f"a value is not valid UTF-8 text: {error.reason}")
         orig = getattr(error, "orig", error)
         message = str(orig).strip() or type(orig).__name__
         if self.is_sqlite and "file is not a database" in message:

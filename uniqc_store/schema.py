@@ -98,7 +98,6 @@ class SchemaState:
     application_id: int | None  # None on servers
     user_version: int | None  # None on servers
     revision: str | None  # alembic_version's row, None when absent or empty
-    has_version_table: bool
 
     @property
     def at_head(self) -> bool:
@@ -124,9 +123,8 @@ def read_state(db: Database, conn: Connection) -> SchemaState:
             ).one()
             application_id &= 0xFFFFFFFF
             _refuse_header(db, application_id, user_version)
-        has_table = inspect(conn).has_table(VERSION_TABLE)
         revision = None
-        if has_table:
+        if inspect(conn).has_table(VERSION_TABLE):
             revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
         if db.is_sqlite and user_version and revision is None:
             _refuse_unless_uniqc_layout(db, conn, user_version)
@@ -134,7 +132,7 @@ def read_state(db: Database, conn: Connection) -> SchemaState:
         raise db.translate(error) from error
     if revision is not None and not _known(revision):
         raise _too_new(db, f"revision {revision!r}")
-    return SchemaState(application_id, user_version, revision, has_table)
+    return SchemaState(application_id, user_version, revision)
 
 
 V1_COLUMNS = [
@@ -247,14 +245,9 @@ def ensure_schema(db: Database) -> None:
         db.ready = False
         try:
             _before_connecting(db)
-            try:
-                with db.engine.connect() as conn:
-                    state = read_state(db, conn)
-                    conn.commit()
-            except exc.DBAPIError as error:  # raised by connecting
-                raise db.translate(error) from error
-            except exc.TimeoutError as error:
-                raise DatabaseError(f"{db.display_url}: no connection became free: {error}") from error
+            with db.connect() as conn:
+                state = read_state(db, conn)
+                conn.commit()
             if not state.at_head:
                 with _locked_connection(db) as (conn, state):
                     if not state.at_head:  # else another process migrated while we waited
@@ -347,21 +340,14 @@ def _locked_connection(db: Database) -> Iterator[tuple[Connection, SchemaState]]
     The connection is outside any transaction, as Alembic needs it to run each revision in a
     transaction of its own.
     """
-    try:
-        conn = db.migration_engine.connect()
-    except exc.DBAPIError as error:
-        raise db.translate(error) from error
-    with conn, _migration_lock(db, conn):
+    with db.connect(migrations=True) as conn, _migration_lock(db, conn):
         state = read_state(db, conn)  # refusals first: nothing below may touch a foreign file
         conn.commit()
         if db.is_sqlite:
-            try:
-                # Persistent and needs no transaction; set once, after the checks above.
-                if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-                conn.commit()
-            except exc.DBAPIError as error:
-                raise db.translate(error) from error
+            # Persistent and needs no transaction; set once, after the checks above.
+            if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            conn.commit()
             conn.execution_options(**{dbmod.WRITE_OPTION: True})
         yield conn, state
 

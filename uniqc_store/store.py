@@ -13,8 +13,6 @@ from typing import Any
 from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from . import database, schema
 from .execution import Tx
@@ -295,11 +293,8 @@ class TaskStore:
         db = self._usable()
         with db.gate:
             self._bring_to_head(db)
-            try:
-                with db.engine.connect() as conn:
-                    state = schema.read_state(db, conn)
-            except (DBAPIError, SATimeoutError) as error:
-                raise DatabaseError(f"{db.display_url}: {getattr(error, 'orig', error)}") from error
+            with db.connect() as conn:
+                state = schema.read_state(db, conn)
         info: dict[str, Any] = {"url": self.url, "revision": state.revision}
         if self._db.is_sqlite:
             info.update(
