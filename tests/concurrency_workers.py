@@ -99,6 +99,16 @@ def _task(task_id: str, backend: str, shots: int, **extra: Any) -> Any:
     )
 
 
+def _save_all(store: Any, prefix: str, worker: int, saves: int) -> list[str]:
+    """Save ``saves`` new tasks, one per transaction; return the ids whose save() returned."""
+    acknowledged = []
+    for i in range(saves):
+        task = _task(f"{prefix}-{worker}-{i}", f"worker-{worker}", i)
+        store.save(task)
+        acknowledged.append(task.task_id)
+    return acknowledged
+
+
 def first_open(barrier: Any, url: str, worker: int, saves: int) -> dict[str, Any]:
     """Race the first open of ``url``: construct a store the moment all are released, then save.
 
@@ -108,31 +118,19 @@ def first_open(barrier: Any, url: str, worker: int, saves: int) -> dict[str, Any
     from uniqc_store import TaskStore
 
     barrier.wait(BARRIER_TIMEOUT_S)
-    saved = []
     with TaskStore(url=url) as store:
-        for i in range(saves):
-            task = _task(f"race-{worker}-{i}", f"worker-{worker}", i)
-            store.save(task)
-            saved.append(task.task_id)
+        saved = _save_all(store, "race", worker, saves)
         revision = store.schema_info()["revision"]
     return {"saved": saved, "revision": revision, "seen": dict(_seen)}
 
 
 def save_burst(barrier: Any, url: str, worker: int, saves: int) -> list[str]:
-    """Open ``url`` the moment all are released and save ``saves`` new tasks, one per transaction.
-
-    Returns the ids whose ``save()`` returned, in order.
-    """
+    """Open ``url`` the moment all are released and save ``saves`` new tasks."""
     from uniqc_store import TaskStore
 
     barrier.wait(BARRIER_TIMEOUT_S)
-    acknowledged = []
     with TaskStore(url=url) as store:
-        for i in range(saves):
-            task = _task(f"burst-{worker}-{i}", f"worker-{worker}", i)
-            store.save(task)
-            acknowledged.append(task.task_id)
-    return acknowledged
+        return _save_all(store, "burst", worker, saves)
 
 
 _JOBS = {"first_open": first_open, "save_burst": save_burst}
