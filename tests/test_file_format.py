@@ -203,26 +203,26 @@ def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: 
     assert by_link.db_path == by_dir.db_path
 
 
-def _wal_file_with_a_hot_wal(
-    path: Path, *, application_id: int, user_version: int, header_in_wal: bool
-) -> sqlite3.Connection:
-    """A WAL-mode file whose last transaction is still only in its -wal (the writer is open);
-    with ``header_in_wal`` the refusing values themselves are in that transaction."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE notes(body TEXT)")
-    if not header_in_wal:
-        conn.execute(f"PRAGMA application_id = {application_id}")
-        conn.execute(f"PRAGMA user_version = {user_version}")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute("BEGIN")
-    conn.execute("INSERT INTO notes VALUES ('only in the wal')")
-    if header_in_wal:
-        conn.execute(f"PRAGMA application_id = {application_id}")
-        conn.execute(f"PRAGMA user_version = {user_version}")
-    conn.execute("COMMIT")
-    return conn
+def _wal_file_with_a_hot_wal(path: Path, *, application_id: int, user_version: int, header_in_wal: bool) -> None:
+    """A WAL-mode file whose writer died (os._exit) with its last transaction only in the -wal,
+    so the next connection to close would checkpoint it; with ``header_in_wal`` the refusing
+    values themselves are in that transaction."""
+    header = f"conn.execute('PRAGMA application_id = {application_id}'); conn.execute('PRAGMA user_version = {user_version}')"
+    code = "\n".join([
+        "import os, sqlite3",
+        f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)",
+        "conn.execute('PRAGMA journal_mode=WAL')",
+        "conn.execute('CREATE TABLE notes(body TEXT)')",
+        "" if header_in_wal else header,
+        "conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')",
+        "conn.execute('PRAGMA wal_autocheckpoint = 0')",
+        "conn.execute('BEGIN')",
+        "conn.execute(\"INSERT INTO notes VALUES ('only in the wal')\")",
+        header if header_in_wal else "",
+        "conn.execute('COMMIT')",
+        "os._exit(0)",
+    ])
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def _open_with_the_store(tmp_path: Path) -> None:
@@ -243,23 +243,24 @@ def _upgrade_with_the_library(tmp_path: Path) -> None:
 def test_a_refused_file_in_wal_mode_keeps_its_wal_and_its_bytes(
     tmp_path: Path, application_id: int, user_version: int, error: type, header_in_wal: bool, opener
 ) -> None:
-    owner = _wal_file_with_a_hot_wal(
+    _wal_file_with_a_hot_wal(
         tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version, header_in_wal=header_in_wal
     )
-    try:
-        before = snapshot(tmp_path)
-        assert f"{DB_FILENAME}-wal" in before
-        with pytest.raises(error):
-            opener(tmp_path)
-        after = snapshot(tmp_path)
-        # The database and its WAL keep every byte. The -shm is the live writer's shared-memory
-        # index, which any reader of a WAL database updates; it holds no data.
-        assert after.keys() == before.keys()
-        assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
-            k: v for k, v in before.items() if not k.endswith("-shm")
-        }
-    finally:
-        owner.close()
+    before = snapshot(tmp_path)
+    assert f"{DB_FILENAME}-wal" in before
+    with pytest.raises(error):
+        opener(tmp_path)
+    _assert_file_and_wal_unchanged(tmp_path, before)
+
+
+def _assert_file_and_wal_unchanged(directory: Path, before: dict[str, str]) -> None:
+    # The database and its WAL keep every byte. The -shm is SQLite's shared-memory index, which
+    # any reader of a WAL database (even a read-only one) rebuilds; it holds no data.
+    after = snapshot(directory)
+    assert after.keys() == before.keys()
+    assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
+        k: v for k, v in before.items() if not k.endswith("-shm")
+    }
 
 
 def test_a_file_left_with_loose_permissions_is_made_private_once_found_ours(tmp_path: Path) -> None:
@@ -361,3 +362,13 @@ def test_a_schema_migrated_by_another_program_while_in_use_gets_no_rows_of_ours(
     with pytest.raises(SchemaTooNewError):
         store.save(TaskInfo("after", "sim"))
     assert [r[0] for r in rows_of(tmp_path / DB_FILENAME)] == ["before"]
+
+
+@pytest.mark.parametrize("header_in_wal", [False, True], ids=["header-in-file", "header-in-wal"])
+def test_the_cli_upgrade_refuses_a_foreign_wal_file_keeping_its_bytes(tmp_path: Path, header_in_wal: bool) -> None:
+    from uniqc_store import cli
+
+    _wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=0x0BADF00D, user_version=0, header_in_wal=header_in_wal)
+    before = snapshot(tmp_path)
+    assert cli.main(["--cache-dir", str(tmp_path), "upgrade"]) == 2
+    _assert_file_and_wal_unchanged(tmp_path, before)
