@@ -227,9 +227,8 @@ def _state_before_upgrade(args: argparse.Namespace) -> SchemaState | Literal["ne
         with database.opened(url) as db:
             if db.path is not None and not db.path.exists():
                 return "new"  # connecting would create the file; the store creates it properly
-            with db.engine.connect() as conn:
-                return schema.read_state(db, conn)
-    except (StoreError, sa_exc.SQLAlchemyError):
+            return schema.peek_state(db)
+    except StoreError:
         return None
 
 

@@ -265,6 +265,24 @@ def ensure_schema(db: Database) -> None:
         db.ready = True
 
 
+def peek_state(db: Database) -> SchemaState:
+    """The schema state of an existing database, read without changing anything (the same
+    checks as on open, in the same order; nothing is created, migrated or stamped).
+
+    Raises:
+        DatabaseRefusedError: as :func:`ensure_schema`.
+    """
+    with db.schema_mutex:
+        try:
+            if db.is_sqlite and not db.has_connections():
+                check_file_header(db)
+            with db.connect() as conn:
+                return read_state(db, conn)
+        except StoreError:
+            db.engine.dispose()  # keep no connection open on a file that is not ours
+            raise
+
+
 def _before_connecting(db: Database) -> None:
     """What must happen before any connection of this process opens an SQLite file."""
     if not db.is_sqlite:
@@ -530,6 +548,7 @@ __all__ = [
     "alembic_config",
     "downgrade",
     "ensure_schema",
+    "peek_state",
     "read_state",
     "run_env",
     "script_location",
