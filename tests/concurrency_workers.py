@@ -28,8 +28,8 @@ BARRIER_TIMEOUT_S = 60.0
 # Statements that only a migrating process executes, counted per job by the Engine-wide hook
 # installed in :func:`serve`. Two processes migrating the same database run each of them twice.
 _MIGRATION_STATEMENTS = {
-    "create_version_table": re.compile(r"^\s*CREATE TABLE alembic_version\b", re.I),
-    "insert_version": re.compile(r"^\s*INSERT INTO alembic_version\b", re.I),
+    "create_version_table": re.compile(r"^\s*CREATE TABLE uniqc_store_version\b", re.I),
+    "insert_version": re.compile(r"^\s*INSERT INTO uniqc_store_version\b", re.I),
     "create_tasks_table": re.compile(r"^\s*CREATE TABLE tasks\b", re.I),
 }
 _seen: Counter[str] = Counter()

@@ -295,7 +295,7 @@ def test_processes_racing_the_first_open_of_a_new_database_migrate_it_exactly_on
         "create_tasks_table": 1,
         "running_upgrade": 1,
     }
-    assert sql_rows(db_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+    assert sql_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
     saved = check_race_saves(db_url, replies, SAVES_RACING_FIRST_MIGRATION)
     assert {task_id for (task_id,) in sql_rows(db_url, "SELECT task_id FROM tasks")} == saved
     if db_url.startswith("sqlite"):
@@ -322,7 +322,7 @@ def test_processes_racing_the_first_open_of_a_uniqc_v1_file_adopt_it_exactly_onc
         "create_tasks_table": 0,
         "running_upgrade": 0,
     }
-    assert sql_rows(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert sql_rows(url, "SELECT version_num FROM uniqc_store_version") == [("0001",)]
     assert header(path) == (APPLICATION_ID, 1)
     saved = check_race_saves(url, replies)
     rows = rows_of(path)

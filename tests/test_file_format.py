@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_files import V1_DDL, header, rows_of, snapshot, write_foreign_file, write_uniqc_v1_file
+from uniqc_files import (
+    V1_DDL,
+    assert_file_and_wal_unchanged,
+    header,
+    rows_of,
+    snapshot,
+    wal_file_with_a_hot_wal,
+    write_foreign_file,
+    write_uniqc_v1_file,
+)
 from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -55,7 +64,7 @@ def test_a_new_file_is_stamped_unic_at_the_current_version_in_wal_mode(sqlite_st
     assert header(sqlite_store.db_path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     conn = sqlite3.connect(sqlite_store.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert conn.execute("SELECT version_num FROM uniqc_store_version").fetchall() == [("0001",)]
     conn.close()
 
 
@@ -126,7 +135,7 @@ def test_a_file_at_an_unknown_newer_revision_is_refused_untouched(tmp_path: Path
     code = f"from uniqc_store import TaskStore, TaskInfo; TaskStore({str(tmp_path)!r}).save(TaskInfo('t', 'sim'))"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    conn.execute("UPDATE alembic_version SET version_num = '0002'")
+    conn.execute("UPDATE uniqc_store_version SET version_num = '0002'")
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -203,28 +212,6 @@ def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: 
     assert by_link.db_path == by_dir.db_path
 
 
-def _wal_file_with_a_hot_wal(path: Path, *, application_id: int, user_version: int, header_in_wal: bool) -> None:
-    """A WAL-mode file whose writer died (os._exit) with its last transaction only in the -wal,
-    so the next connection to close would checkpoint it; with ``header_in_wal`` the refusing
-    values themselves are in that transaction."""
-    header = f"conn.execute('PRAGMA application_id = {application_id}'); conn.execute('PRAGMA user_version = {user_version}')"
-    code = "\n".join([
-        "import os, sqlite3",
-        f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)",
-        "conn.execute('PRAGMA journal_mode=WAL')",
-        "conn.execute('CREATE TABLE notes(body TEXT)')",
-        "" if header_in_wal else header,
-        "conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')",
-        "conn.execute('PRAGMA wal_autocheckpoint = 0')",
-        "conn.execute('BEGIN')",
-        "conn.execute(\"INSERT INTO notes VALUES ('only in the wal')\")",
-        header if header_in_wal else "",
-        "conn.execute('COMMIT')",
-        "os._exit(0)",
-    ])
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
 def _open_with_the_store(tmp_path: Path) -> None:
     TaskStore(tmp_path)
 
@@ -243,24 +230,14 @@ def _upgrade_with_the_library(tmp_path: Path) -> None:
 def test_a_refused_file_in_wal_mode_keeps_its_wal_and_its_bytes(
     tmp_path: Path, application_id: int, user_version: int, error: type, header_in_wal: bool, opener
 ) -> None:
-    _wal_file_with_a_hot_wal(
+    wal_file_with_a_hot_wal(
         tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version, header_in_wal=header_in_wal
     )
     before = snapshot(tmp_path)
     assert f"{DB_FILENAME}-wal" in before
     with pytest.raises(error):
         opener(tmp_path)
-    _assert_file_and_wal_unchanged(tmp_path, before)
-
-
-def _assert_file_and_wal_unchanged(directory: Path, before: dict[str, str]) -> None:
-    # The database and its WAL keep every byte. The -shm is SQLite's shared-memory index, which
-    # any reader of a WAL database (even a read-only one) rebuilds; it holds no data.
-    after = snapshot(directory)
-    assert after.keys() == before.keys()
-    assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
-        k: v for k, v in before.items() if not k.endswith("-shm")
-    }
+    assert_file_and_wal_unchanged(tmp_path, before)
 
 
 def test_a_file_left_with_loose_permissions_is_made_private_once_found_ours(tmp_path: Path) -> None:
@@ -368,7 +345,7 @@ def test_a_schema_migrated_by_another_program_while_in_use_gets_no_rows_of_ours(
 def test_the_cli_upgrade_refuses_a_foreign_wal_file_keeping_its_bytes(tmp_path: Path, header_in_wal: bool) -> None:
     from uniqc_store import cli
 
-    _wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=0x0BADF00D, user_version=0, header_in_wal=header_in_wal)
+    wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=0x0BADF00D, user_version=0, header_in_wal=header_in_wal)
     before = snapshot(tmp_path)
     assert cli.main(["--cache-dir", str(tmp_path), "upgrade"]) == 2
-    _assert_file_and_wal_unchanged(tmp_path, before)
+    assert_file_and_wal_unchanged(tmp_path, before)

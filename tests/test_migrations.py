@@ -14,6 +14,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
+from conftest import create_server_database
 from dbutil import raw_rows
 from uniqc_files import header, rows_of, write_foreign_file, write_uniqc_v1_file
 from uniqc_store import (
@@ -50,7 +51,7 @@ def tables(url: str) -> set[str]:
 
 def state(url: str) -> tuple:
     """(alembic revision, user_version or None) as the database says."""
-    revision = raw_rows(url, "SELECT version_num FROM alembic_version") if "alembic_version" in tables(url) else []
+    revision = raw_rows(url, "SELECT version_num FROM uniqc_store_version") if "uniqc_store_version" in tables(url) else []
     user_version = None
     if url.startswith("sqlite"):
         user_version = raw_rows(url, "PRAGMA user_version")[0][0]
@@ -140,11 +141,40 @@ def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str,
     with TaskStore(url=db_url) as store:
         store.save(TaskInfo("t", "sim"))
     before = (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
-    with pytest.raises(MigrationError, match="revision 0002 failed half-way"):
+    with pytest.raises(MigrationError, match="rolled back completely.*revision 0002 failed half-way"):
         schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, FAILING))
     assert (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
     with TaskStore(url=db_url) as store:
         assert store.get("t").backend == "sim"
+
+
+FAILING_AFTER_DDL = """
+op.execute("INSERT INTO tasks (task_id, backend, status, submit_time, update_time) VALUES ('by-0002', 'sim', 'pending', 't', 't')")
+op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
+op.add_column("tasks", sa.Column("note", sa.Text))
+raise RuntimeError("revision 0002 failed half-way")
+"""
+
+
+def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: Path) -> None:
+    url, drop = create_server_database("mysql")
+    try:
+        TaskStore(url=url).close()
+        with pytest.raises(MigrationError) as caught:
+            schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING_AFTER_DDL))
+        message = str(caught.value)
+        assert "revision 0002 failed half-way" in message
+        assert "rolled back completely" not in message and "could not be rolled back" in message
+        assert "may have been committed" in message and "data changes" in message
+        assert f"{schema.VERSION_TABLE} still names revision 0001" in message
+        assert "repair it by hand" in message and "restore a backup" in message
+        # What it says is what happened: the row, the table and the column stayed, the version did not move.
+        assert state(url) == ("0001", None)
+        assert "extra" in tables(url)
+        assert "note" in [column for (column,) in raw_rows(url, "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'tasks'")]
+        assert raw_rows(url, "SELECT task_id FROM tasks") == [("by-0002",)]
+    finally:
+        drop()
 
 
 def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) -> None:
@@ -214,7 +244,7 @@ def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
     written = write_uniqc_v1_file(path, rows=5)
     out = _alembic(["-x", f"url=sqlite:///{path}", "current"], {})
     assert out.returncode == 0 and rows_of(path) == sorted(written)
-    assert "alembic_version" not in tables(f"sqlite:///{path}")  # 'current' writes nothing
+    assert "uniqc_store_version" not in tables(f"sqlite:///{path}")  # 'current' writes nothing
     out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
     assert out.returncode == 0, out.stderr
     assert state(f"sqlite:///{path}") == ("0001", 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 APPLICATION_ID = 0x554E4943
@@ -84,3 +86,37 @@ def write_foreign_file(path: Path, application_id: int) -> None:
     conn.execute("INSERT INTO notes VALUES ('not yours')")
     conn.commit()
     conn.close()
+
+
+def wal_file_with_a_hot_wal(
+    path: Path, *, application_id: int, user_version: int, header_in_wal: bool, ddl: str = "CREATE TABLE notes(body TEXT)"
+) -> None:
+    """A WAL-mode file whose writer died (os._exit) with its last transaction only in the -wal,
+    so the next connection to close would checkpoint it; with ``header_in_wal`` the refusing
+    values themselves are in that transaction."""
+    header = f"conn.execute('PRAGMA application_id = {application_id}'); conn.execute('PRAGMA user_version = {user_version}')"
+    code = "\n".join([
+        "import os, sqlite3",
+        f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)",
+        "conn.execute('PRAGMA journal_mode=WAL')",
+        f"conn.execute({ddl!r})",
+        "" if header_in_wal else header,
+        "conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')",
+        "conn.execute('PRAGMA wal_autocheckpoint = 0')",
+        "conn.execute('BEGIN')",
+        "conn.execute('CREATE TABLE wal_only(body TEXT)')",
+        header if header_in_wal else "",
+        "conn.execute('COMMIT')",
+        "os._exit(0)",
+    ])
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def assert_file_and_wal_unchanged(directory: Path, before: dict[str, str]) -> None:
+    # The database and its WAL keep every byte. The -shm is SQLite's shared-memory index, which
+    # any reader of a WAL database (even a read-only one) rebuilds; it holds no data.
+    after = snapshot(directory)
+    assert after.keys() == before.keys()
+    assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
+        k: v for k, v in before.items() if not k.endswith("-shm")
+    }

@@ -6,6 +6,7 @@ unchanged on PostgreSQL and MySQL/MariaDB chosen by URL.
 
 from .database import DB_FILENAME, DEFAULT_CACHE_DIR
 from .errors import (
+    CorruptRecordError,
     DatabaseError,
     DatabaseRefusedError,
     DriverNotInstalledError,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_CACHE_DIR",
     "HEAD_REVISION",
     "TERMINAL_STATUSES",
+    "CorruptRecordError",
     "DatabaseError",
     "DatabaseRefusedError",
     "DriverNotInstalledError",

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, sa_exc.SQLAlchemyError, OSError) as error:
         return _fail(_describe(error, args), EXIT_ERROR)
     except Exception as error:  # a bug of ours: still one line, and a status scripts can test
-        return _fail(f"unexpected {type(error).__name__}: {error}", EXIT_ERROR)
+        return _fail(database.scrub(f"unexpected {type(error).__name__}: {error}", _hidden(args)), EXIT_ERROR)
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -319,12 +319,24 @@ def _not_found(task_id: str) -> int:
 
 
 def _describe(error: BaseException, args: argparse.Namespace) -> str:
-    """The message of a library, driver or OS error, naming the database when the driver does not."""
+    """The message of a library, driver or OS error, naming the database when the driver does not,
+    with the URL's credentials scrubbed out (a driver error that escaped translation may quote
+    them)."""
     if isinstance(error, sa_exc.DBAPIError):
-        return f"{_target(args)}: {error.orig}"
-    if isinstance(error, sa_exc.SQLAlchemyError):
-        return f"{_target(args)}: {error.args[0] if error.args else type(error).__name__}"
-    return str(error) or type(error).__name__
+        message = f"{_target(args)}: {error.orig}"
+    elif isinstance(error, sa_exc.SQLAlchemyError):
+        message = f"{_target(args)}: {error.args[0] if error.args else type(error).__name__}"
+    else:
+        message = str(error) or type(error).__name__
+    return database.scrub(message, _hidden(args))
+
+
+def _hidden(args: argparse.Namespace) -> tuple[str, ...]:
+    """The credentials of the URL the command line names (``--url`` or ``$UNIQC_STORE_URL``)."""
+    url = getattr(args, "url", None)
+    if url is None and getattr(args, "cache_dir", None) is None:
+        url = os.environ.get(database.ENV_URL)
+    return database.secrets(url) if url else ()
 
 
 def _target(args: argparse.Namespace) -> str:

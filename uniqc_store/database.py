@@ -1,4 +1,5 @@
-"""Where a store's data lives: URL resolution, engines shared per database, the file's permissions.
+"""Where a store's data lives: engines shared per database, the file's permissions (which URL a
+store opens, and how it is shown, is urls.py's job; its names are re-exported here).
 
 One :class:`Database` exists per database URL in a process, shared by every ``TaskStore`` on
 that URL, so that a web gateway constructing a store per request reuses one engine and its pooled
@@ -18,126 +19,40 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, exc
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from .errors import (
     DatabaseError,
     DriverNotInstalledError,
     InvalidTaskError,
-    InvalidTaskTypeError,
     NotADatabaseError,
     SchemaTooNewError,
     StoreError,
-    UnsupportedDatabaseError,
 )
-from .execution import CoreTx, SQLiteTx, Tx
+from .execution import SQLITE_BUSY_SLICE_S, SQLITE_BUSY_TIMEOUT_S, CoreTx, SQLiteTx, Tx, execute_waiting
+from .urls import (  # noqa: F401  (resolve_url and the constants are used as database.*)
+    DB_FILENAME,
+    DEFAULT_CACHE_DIR,
+    ENV_URL,
+    SUPPORTED,
+    default_cache_dir,
+    mask,
+    resolve_url,
+    scrub,
+    scrub_exception,
+    secrets,
+)
 
-ENV_URL = "UNIQC_STORE_URL"
-DB_FILENAME = "tasks.sqlite"
-DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
-
-#: How long an SQLite connection waits for another writer's lock before giving up.
-SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Files that SQLite keeps beside a database, by suffix.
 SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
 #: Databases with no open store whose engines (and idle connections) are kept for reuse.
 IDLE_DATABASES_KEPT = 8
 
-# dialect name -> (the one driver uniqc_store supports, the extra that installs it)
-SUPPORTED = {
-    "sqlite": ("pysqlite", None),
-    "postgresql": ("psycopg", "postgresql"),
-    "mysql": ("pymysql", "mysql"),
-    "mariadb": ("pymysql", "mysql"),
-}
 #: Errors of drivers and of the pool that Database.translate() turns into the library's own.
 TRANSLATED = (exc.DBAPIError, sqlite3.Error, exc.TimeoutError, UnicodeEncodeError)
 # execution option that makes a migration connection's transactions start with BEGIN IMMEDIATE
 WRITE_OPTION = "uniqc_store_write"
-
-
-def default_cache_dir() -> Path:
-    """Return ``~/.uniqc/cache`` for the current ``HOME`` (looked up at call time)."""
-    return Path.home() / ".uniqc" / "cache"
-
-
-def resolve_url(cache_dir: Path | str | None = None, url: str | URL | None = None) -> URL:
-    """Return the database URL a store opens: ``url``, else ``cache_dir``, else ``$UNIQC_STORE_URL``,
-    else the default SQLite file.
-
-    Raises:
-        InvalidTaskTypeError: an argument has the wrong type.
-        InvalidTaskError: both arguments are given, or ``cache_dir`` is an existing regular file.
-        UnsupportedDatabaseError: the URL is malformed or names an unsupported database or driver.
-    """
-    if cache_dir is not None and url is not None:
-        raise InvalidTaskError("give either cache_dir or url, not both")
-    if url is None and cache_dir is None:
-        url = os.environ.get(ENV_URL) or None
-    if url is not None:
-        return _normalise_url(url)
-    if cache_dir is None:
-        directory = default_cache_dir()
-    elif isinstance(cache_dir, (str, os.PathLike)):
-        directory = Path(cache_dir).expanduser()
-    else:
-        raise InvalidTaskTypeError(f"cache_dir must be a path or a str, got {type(cache_dir).__name__}")
-    if directory.exists() and not directory.is_dir():
-        raise InvalidTaskError(f"cache_dir {str(directory)!r} is a file, not a directory")
-    return URL.create("sqlite", database=_real_path(directory / DB_FILENAME))
-
-
-def _normalise_url(url: str | URL) -> URL:
-    if isinstance(url, str):
-        try:
-            parsed = make_url(url)
-        except (exc.ArgumentError, ValueError):
-            # Never echo the text: a mistyped URL may still hold a password.
-            raise UnsupportedDatabaseError(
-                "not a valid database URL (expected e.g. sqlite:////path/tasks.sqlite or "
-                "postgresql+psycopg://user@host/db)"
-            ) from None
-    elif isinstance(url, URL):
-        parsed = url
-    else:
-        raise InvalidTaskTypeError(f"url must be a str or sqlalchemy URL, got {type(url).__name__}")
-    backend = parsed.get_backend_name()
-    if backend not in SUPPORTED:
-        raise UnsupportedDatabaseError(
-            f"{mask(parsed)}: uniqc_store supports sqlite, postgresql+psycopg and mysql+pymysql "
-            f"(or mariadb+pymysql), not {backend!r}"
-        )
-    driver = SUPPORTED[backend][0]
-    if parsed.drivername != backend and parsed.get_driver_name() != driver:
-        raise UnsupportedDatabaseError(
-            f"{mask(parsed)}: the {parsed.get_driver_name()!r} driver is not supported; use {backend}+{driver}://"
-        )
-    if backend != "sqlite":  # SQLAlchemy's default drivers for servers are not ours
-        return parsed.set(drivername=f"{backend}+{driver}")
-    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
-        raise UnsupportedDatabaseError(
-            f"{mask(parsed)}: uniqc_store needs an SQLite file path, e.g. sqlite:////path/to/tasks.sqlite"
-        )
-    if parsed.query:
-        raise UnsupportedDatabaseError(
-            f"{mask(parsed)}: SQLite URLs take no query parameters; the store sets its own connection options"
-        )
-    # One spelling per file (plain "sqlite", symlinks resolved): every store on a file must share
-    # one Database, or clear_all() could not close their connections.
-    return URL.create("sqlite", database=_real_path(Path(parsed.database).expanduser()))
-
-
-def _real_path(path: Path) -> str:
-    # Symlinks resolved: two spellings of one file must share one Database (and its clear_all).
-    return os.path.realpath(path)
-
-
-def mask(url: URL) -> str:
-    """Render ``url`` with its password hidden (also one given as a query parameter)."""
-    if "password" in url.query:
-        url = url.update_query_dict({"password": "***"})
-    return url.render_as_string(hide_password=True)
 
 
 class _Gate:
@@ -220,27 +135,30 @@ class Database:
 
         SQLite runs on a pooled DBAPI connection with pre-compiled SQL (writes in
         ``BEGIN IMMEDIATE``, reads as single autocommit statements); servers on a Core connection.
+        Whatever ends the block, a KeyboardInterrupt or a signal handler's exception included,
+        the connection goes back to the pool outside any transaction, or is discarded.
         """
         try:
             if self.is_sqlite:
                 raw = self.engine.raw_connection()
                 try:
                     cursor = raw.cursor()
-                    if not write:
-                        yield SQLiteTx(cursor)
-                        return
-                    # Take the write lock up front: upgrading a read lock later fails at once
-                    # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
-                    cursor.execute("BEGIN IMMEDIATE")
-                    try:
+                    if cursor.connection.in_transaction:
+                        _end_transaction(raw)  # left open by an interrupted earlier use
+                    if write:
+                        # Take the write lock up front: upgrading a read lock later fails at once
+                        # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
+                        execute_waiting(cursor, "BEGIN IMMEDIATE")
                         self._check_unchanged_schema(cursor)
-                        yield SQLiteTx(cursor)
-                    except BaseException:
-                        raw.rollback()
-                        raise
-                    raw.commit()
+                    yield SQLiteTx(cursor)
+                    if write:
+                        execute_waiting(cursor, "COMMIT")
                 finally:
-                    raw.close()
+                    try:
+                        if raw.dbapi_connection is not None and raw.dbapi_connection.in_transaction:
+                            _end_transaction(raw)
+                    finally:
+                        raw.close()
             else:
                 with self.engine.begin() if write else self.engine.connect() as conn:
                     yield CoreTx(conn)
@@ -275,7 +193,12 @@ class Database:
             finally:
                 os.close(fd)
         except OSError as error:
-            raise DatabaseError(f"cannot create the database {self.path}: {error.strerror or error}") from error
+            # resolve_url() checked the path; this is a race with another process, or a file
+            # system that refuses what it allowed then (full, read-only, quota).
+            failed = f" ({error.filename})" if error.filename and str(error.filename) != str(self.path) else ""
+            raise DatabaseError(
+                f"cannot create the database {self.path}{failed}: {error.strerror or error}"
+            ) from error
 
     def file_changed(self) -> bool:
         """True if the SQLite file at :attr:`path` is gone or is no longer the one found at head."""
@@ -352,16 +275,33 @@ class Database:
 
     def translate(self, error: BaseException) -> StoreError:
         """Turn one of :data:`TRANSLATED` into the library's own error, naming the database
-        (password hidden)."""
+        (password hidden).
+
+        Credentials are scrubbed out of the message and, in place, out of ``error`` and every
+        exception chained to it, since the caller raises the result ``from error``: a server
+        quotes an ``init_command`` or ``options`` value it cannot run, for one.
+        """
+        hidden = secrets(self.url)
+        scrub_exception(error, hidden)
         if isinstance(error, exc.TimeoutError):  # every pooled connection stayed busy
             return DatabaseError(f"{self.display_url}: no connection became free: {error}")
         if isinstance(error, UnicodeEncodeError):  # the driver met text that is not valid Unicode
             return InvalidTaskError(f"a value is not valid UTF-8 text: {error.reason}")
         orig = getattr(error, "orig", error)
-        message = str(orig).strip() or type(orig).__name__
+        message = scrub(str(orig).strip(), hidden) or type(orig).__name__
         if self.is_sqlite and "file is not a database" in message:
             return NotADatabaseError(f"{self.path} is not an SQLite database ({message}); it was left untouched")
         return DatabaseError(f"{self.display_url}: {message}")
+
+
+def _end_transaction(raw: Any) -> None:
+    """Roll back the open transaction of a pooled SQLite connection; if even that fails (or is
+    interrupted), discard the connection, which closes it and so releases its locks."""
+    try:
+        raw.dbapi_connection.rollback()
+    except BaseException:
+        raw.invalidate()
+        raise
 
 
 def _make_private_dirs(directory: Path) -> None:
@@ -385,12 +325,15 @@ def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
             if not pooling:
                 # Connections to a file are cheap, and a thread waiting for the write lock
                 # holds one: let the pool grow rather than time out before the busy timeout.
-                # No rollback on return either: Database.transaction() always ends what it
-                # began, and reads run outside any transaction.
-                pooling = {"pool_size": 5, "max_overflow": -1, "pool_reset_on_return": None}
+                # Database.transaction() ends what it began, whatever interrupts it; the pool's
+                # rollback on return (a no-op outside a transaction, < 1 µs) is the second line.
+                pooling = {"pool_size": 5, "max_overflow": -1, "pool_reset_on_return": "rollback"}
+            # The store's connections wait in short slices (execute_waiting), so that Ctrl-C
+            # takes effect promptly; migrations wait in SQLite, under the migration lock.
+            timeout = SQLITE_BUSY_TIMEOUT_S if for_migrations else SQLITE_BUSY_SLICE_S
             engine = create_engine(
                 url,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+                connect_args={"timeout": timeout, "check_same_thread": False},
                 hide_parameters=True,
                 **pooling,
             )

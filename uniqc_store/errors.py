@@ -42,7 +42,8 @@ class SchemaTooNewError(DatabaseRefusedError):
 
 
 class MigrationError(DatabaseError):
-    """A schema migration failed; the failing revision was rolled back completely."""
+    """A schema migration failed. On SQLite and PostgreSQL the failing revision was rolled back
+    completely; on MySQL/MariaDB, which commit DDL implicitly, the message says what may remain."""
 
 
 class DriverNotInstalledError(StoreError, ImportError):
@@ -51,3 +52,11 @@ class DriverNotInstalledError(StoreError, ImportError):
 
 class UnsupportedDatabaseError(StoreError, ValueError):
     """The database URL names a kind of database uniqc_store does not support."""
+
+
+class CorruptRecordError(DatabaseError):
+    """A stored row cannot be read back: its JSON text is invalid, or nests too deep to decode.
+
+    The message names the task and the field; the row is left as it is. Other rows stay
+    readable with ``get()``, and the bad one can be removed with ``delete()``.
+    """

@@ -9,6 +9,7 @@ run on the pooled DBAPI cursor: SQLAlchemy's per-execution machinery was most of
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +29,43 @@ class Tx(Protocol):
 
     def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
         """Execute ``stmt`` once per parameter dict in ``rows``."""
+
+
+#: How long a statement waits for another connection's lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: The busy timeout each store connection gives SQLite itself. A KeyboardInterrupt (or any
+#: exception a signal handler raises) only takes effect once SQLite's C busy loop returns, so
+#: the waiting is done in slices of this length by :func:`execute_waiting`, in Python.
+SQLITE_BUSY_SLICE_S = 0.1
+_SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_RECOVERY ...) share the low byte
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_BUSY)
+    return str(error).startswith("database is locked")
+
+
+def execute_waiting(cursor: sqlite3.Cursor, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    """Run ``sql``, retrying while another connection holds a conflicting lock, for up to
+    :data:`SQLITE_BUSY_TIMEOUT_S` in all.
+
+    Only for statements that SQLite allows to be retried after ``SQLITE_BUSY``: those run
+    outside an explicit transaction (reads, ``BEGIN IMMEDIATE``) and ``COMMIT``.
+    """
+    try:
+        return cursor.execute(sql, params)
+    except sqlite3.OperationalError as error:
+        if not _is_busy(error):
+            raise
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            return cursor.execute(sql, params)
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() >= deadline:
+                raise
 
 
 # pysqlite's named paramstyle: a statement's parameters pass as the dict they already are.
@@ -60,7 +98,11 @@ class SQLiteTx:
         sql, bound = _sqlite_sql(stmt)
         if bound:
             params = {**bound, **params} if params else bound
-        return self._cursor.execute(sql, params or {})
+        if self._cursor.connection.in_transaction:
+            # Inside BEGIN IMMEDIATE the write lock is already ours; SQLite does not allow
+            # retrying a statement of an explicit transaction after SQLITE_BUSY anyway.
+            return self._cursor.execute(sql, params or {})
+        return execute_waiting(self._cursor, sql, params or {})
 
     def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> list[Any]:
         return self._execute(stmt, params).fetchall()
@@ -80,6 +122,11 @@ class CoreTx:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    @property
+    def connection(self) -> Connection:
+        """The connection the statements run on (store.py sizes MySQL statements against it)."""
+        return self._conn
 
     def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return self._conn.execute(stmt, params).all()

@@ -7,13 +7,15 @@ so that every backend stores exactly the same text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import sys
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from .errors import InvalidTaskError, InvalidTaskTypeError
+from .errors import CorruptRecordError, InvalidTaskError, InvalidTaskTypeError
 
 TERMINAL_STATUSES: tuple[str, ...] = ("success", "failed", "cancelled")
 
@@ -24,6 +26,13 @@ MAX_KEY_LENGTH = 255
 MAX_TIME_LENGTH = 64
 #: Largest ``shots`` value: a signed 64-bit integer, what every backend's column holds.
 MAX_SHOTS = 2**63 - 1
+#: Deepest nesting of dicts and lists accepted in ``result`` and ``metadata`` (``{}`` is 1 deep,
+#: ``{"a": [1]}`` 2). Python's json (its C encoder and decoder, and the indenting encoder that
+#: ``uniqc-store show`` uses) takes one unit of the recursion limit (1000 by default) per level, on
+#: top of the caller's own frames: 100 leaves any caller up to 900 frames deep, and deeper ones are
+#: served on a fresh thread (dump_json, load_json). MySQL limits its JSON documents to 100 levels
+#: too; real payloads (counts, probabilities, SDK responses) nest fewer than 10.
+MAX_JSON_DEPTH = 100
 
 
 class TaskStatus(str, Enum):
@@ -39,8 +48,11 @@ class TaskStatus(str, Enum):
         return self.value
 
 
-# One encoder for every call: json.dumps() with options builds a new one each time.
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+# One encoder and one decoder for every call: json.dumps() with options builds a new one each
+# time. NaN and Infinity are allowed, as uniqc's plain json.dumps() allows them: Python's json reads
+# them back exactly.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 _STATUS_VALUES = frozenset(s.value for s in TaskStatus)
 _ALLOWED_STATUSES = ", ".join(s.value for s in TaskStatus)
 
@@ -163,15 +175,153 @@ def check_text(value: object, name: str, max_length: int | None = None) -> str:
 
 
 def dump_json(value: object, name: str) -> str:
-    """Encode a dict field as strict JSON text, naming the field when that is impossible."""
+    """Encode a dict field as JSON text that decodes to an equal value.
+
+    Raises:
+        InvalidTaskTypeError: ``value`` is not a dict, or holds something JSON would change or
+            cannot encode (a key that is not a str, a tuple, a set ...); the message names the
+            field and the key path, e.g. ``result['a'][0]: dict key 0 is int; ...``.
+        InvalidTaskError: ``value`` nests deeper than :data:`MAX_JSON_DEPTH`, contains itself,
+            or holds text that is not valid UTF-8.
+    """
     if not isinstance(value, dict):
         raise InvalidTaskTypeError(f"{name} must be a dict, got {type(value).__name__}")
+    _check_json_value(value, name)
     try:
-        text = _encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
+        try:
+            text = _encode(value)
+        except RecursionError:
+            # The value is at most MAX_JSON_DEPTH deep (checked above): the caller's stack is what
+            # is deep, and json's C encoder counts its levels against it.
+            text = _in_fresh_thread(_encode, value)
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an int of more than 4300 digits
         raise InvalidTaskError(f"{name} is not JSON-serialisable: {exc}") from exc
     _check_utf8(text, f"{name} holds text that is not valid UTF-8 (a lone surrogate)")
     return text
+
+
+_SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
+_STR_TYPE = frozenset((str,))
+
+
+def _check_json_value(value: dict, name: str) -> None:
+    """Refuse anything in ``value`` that JSON would lose, change or fail on.
+
+    One iterative pass over the containers (no recursion, so any caller depth is fine) that also
+    bounds the depth. A container of plain str keys and scalar values costs two C-level scans.
+    Subclasses of str, int, float, dict and list pass: JSON gives back equal values.
+    """
+    todo: list[tuple[Any, int, tuple]] = [(value, 1, ())]
+    while todo:
+        node, depth, path = todo.pop()
+        if isinstance(node, dict):
+            if not _STR_TYPE.issuperset(map(type, node)):
+                _check_keys(node, name, path)
+            if _SCALAR_TYPES.issuperset(map(type, node.values())):
+                continue
+            items: Iterable[tuple[Any, Any]] = node.items()
+        else:
+            if _SCALAR_TYPES.issuperset(map(type, node)):
+                continue
+            items = enumerate(node)
+        for key, item in items:
+            kind = type(item)
+            if kind in _SCALAR_TYPES:
+                continue
+            if kind is dict or kind is list or isinstance(item, (dict, list)):
+                if depth >= MAX_JSON_DEPTH:
+                    _refuse_depth(value, name, path + (key,))
+                todo.append((item, depth + 1, path + (key,)))
+            elif not isinstance(item, (str, int, float)):
+                _refuse_type(item, name, path + (key,))
+
+
+def _where(name: str, path: tuple) -> str:
+    """``result['a'][0]``; long paths keep their first and last steps."""
+    steps = [f"[{key!r}]" for key in path]
+    if len(steps) > 8:
+        steps[4:-3] = ["..."]
+    return name + "".join(steps)
+
+
+def _check_keys(node: dict, name: str, path: tuple) -> None:
+    # JSON object keys are strings: json.dumps would write 0 and '0' alike (and True, None as
+    # 'true', 'null'), so such a key comes back changed, or overwrites another.
+    for key in node:
+        if not isinstance(key, str):
+            raise InvalidTaskTypeError(
+                f"{_where(name, path)}: dict key {key!r} is {type(key).__name__}; JSON object keys must be str"
+            )
+
+
+def _refuse_type(item: object, name: str, path: tuple) -> None:
+    kind = type(item).__name__
+    if isinstance(item, tuple):
+        raise InvalidTaskTypeError(
+            f"{_where(name, path)}: {kind} would come back from JSON as a list; pass a list instead"
+        )
+    raise InvalidTaskTypeError(
+        f"{_where(name, path)}: {kind} is not JSON-serialisable; "
+        "use dict (with str keys), list, str, int, float, bool or None"
+    )
+
+
+def _refuse_depth(value: dict, name: str, path: tuple) -> None:
+    # A container that contains itself is endlessly deep: say so (only on this error path).
+    seen = {id(value)}
+    node: Any = value
+    for step, key in enumerate(path):
+        node = node[key]
+        if id(node) in seen:
+            raise InvalidTaskError(f"{_where(name, path[: step + 1])}: circular reference (the value contains itself)")
+        seen.add(id(node))
+    raise InvalidTaskError(
+        f"{_where(name, path)}: nested {len(path) + 1} levels deep; the limit is MAX_JSON_DEPTH = {MAX_JSON_DEPTH}"
+    )
+
+
+def _in_fresh_thread(function: Callable[[Any], Any], argument: Any) -> Any:
+    """Return ``function(argument)`` run on a new thread, whose stack is empty; re-raise its error."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, function(argument)))
+        except BaseException as exc:  # handed over to the calling thread below
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="uniqc_store-json", daemon=True)
+    worker.start()
+    worker.join()
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
+
+
+def load_json(text: Any, task_id: str, name: str) -> Any:
+    """Decode the stored JSON text of field ``name`` of task ``task_id``, from any caller depth.
+
+    Raises:
+        CorruptRecordError: the text is not JSON, or nests deeper than Python's json can decode
+            even on an empty stack.
+    """
+    try:
+        try:
+            return json.loads(text)
+        except RecursionError:
+            # Rows written by uniqc or older versions may nest deeper than MAX_JSON_DEPTH, and
+            # json's C decoder counts its levels against the caller's stack: retry on an empty one.
+            return _in_fresh_thread(json.loads, text)
+    except RecursionError:
+        reason = f"it nests deeper than Python's json can decode (recursion limit {sys.getrecursionlimit()})"
+        error: BaseException | None = None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        reason, error = f"{type(exc).__name__}: {exc}", exc
+    raise CorruptRecordError(
+        f"task {task_id!r}: its {name} (column {name}_json) cannot be decoded: {reason}. The row is left as "
+        f"it is; the other tasks can still be read with get(), and this one removed with delete({task_id!r})"
+    ) from error
 
 
 def _check_utf8(text: str, message: str) -> None:
@@ -210,21 +360,33 @@ def task_row(task: TaskInfo, update_time: str) -> dict[str, Any]:
 
 
 def task_from_row(row: Any) -> TaskInfo:
-    """Build a :class:`TaskInfo` from a row of the v1 columns, in table order."""
+    """Build a :class:`TaskInfo` from a row of the v1 columns, in table order.
+
+    Raises:
+        CorruptRecordError: ``result_json`` or ``metadata_json`` cannot be decoded.
+    """
     task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json = row
+    try:
+        result = None if result_json is None else _decode(result_json)
+        metadata = _decode(metadata_json) if metadata_json else {}
+    except (RecursionError, ValueError, TypeError):
+        # Rare: a row too deep for this caller's stack, or not JSON text; load_json sorts it out.
+        result = None if result_json is None else load_json(result_json, task_id, "result")
+        metadata = load_json(metadata_json, task_id, "metadata") if metadata_json else {}
     return TaskInfo(
         task_id=task_id,
         backend=backend,
         status=status,
-        result=None if result_json is None else json.loads(result_json),
+        result=result,
         shots=shots,
         submit_time=submit_time,
         update_time=update_time,
-        metadata=json.loads(metadata_json) if metadata_json else {},
+        metadata=metadata,
     )
 
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_KEY_LENGTH",
     "MAX_SHOTS",
     "MAX_TIME_LENGTH",

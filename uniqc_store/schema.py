@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,9 +30,11 @@ from sqlalchemy import MetaData, exc, inspect, text
 from sqlalchemy.engine import Connection
 
 from . import database as dbmod
+from . import sqlite_file
 from .database import Database
 from .errors import (
     DatabaseError,
+    DatabaseRefusedError,
     ForeignDatabaseError,
     MigrationError,
     NotADatabaseError,
@@ -59,7 +60,12 @@ HEAD_REVISION = "0001"
 CURRENT_SCHEMA_VERSION = int(HEAD_REVISION)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-VERSION_TABLE = "alembic_version"
+#: The table holding this library's Alembic revision: a name of its own, so that a server
+#: database shared with an application that has its own Alembic history keeps both apart.
+VERSION_TABLE = "uniqc_store_version"
+#: Where uniqc_store 0.1.0 kept it; moved to :data:`VERSION_TABLE` by the next upgrade.
+LEGACY_VERSION_TABLE = "alembic_version"
+VERSION_TABLES = (VERSION_TABLE, LEGACY_VERSION_TABLE)
 #: Columns that exist on servers only, maintained by the database and not part of the model.
 SERVER_ONLY_COLUMNS = {"tasks": {"seq"}}
 SERVER_ONLY_INDEXES = {"tasks_seq_key"}
@@ -97,99 +103,164 @@ class SchemaState:
 
     application_id: int | None  # None on servers
     user_version: int | None  # None on servers
-    revision: str | None  # alembic_version's row, None when absent or empty
+    revision: str | None  # the revision recorded, None when absent or empty
+    #: The table the revision was read from: :data:`VERSION_TABLE`, or
+    #: :data:`LEGACY_VERSION_TABLE` on a database written by uniqc_store 0.1.0 (moved on upgrade).
+    version_table: str | None = None
 
     @property
     def at_head(self) -> bool:
-        return self.revision == HEAD_REVISION and self.user_version in (None, CURRENT_SCHEMA_VERSION)
+        return (
+            self.revision == HEAD_REVISION
+            and self.version_table == VERSION_TABLE
+            and self.user_version in (None, CURRENT_SCHEMA_VERSION)
+        )
 
 
-def read_state(db: Database, conn: Connection) -> SchemaState:
+def read_state(db: Database, conn: Connection | None = None) -> SchemaState:
     """Read the header and revision of ``db`` and refuse what is not ours or too new.
 
-    Reads only. On a file in WAL mode, closing the connection may still checkpoint the file;
-    :func:`check_file_header` refuses from the raw bytes before any connection exists.
+    Reads only, and on SQLite through a read-only connection of its own (``conn`` is not used
+    there), so that a file about to be refused cannot be changed by the reading: a read-write
+    connection may checkpoint a WAL into the file when it closes. On servers ``conn`` is read.
 
     Raises:
         NotADatabaseError: the file is not an SQLite database.
-        ForeignDatabaseError: the file's ``application_id`` is another program's.
+        ForeignDatabaseError: the file is another program's (its ``application_id``, or tables
+            of its own in a file with no uniqc header).
         SchemaTooNewError: the schema is newer than this library knows.
+        DatabaseRefusedError: the version table holds revisions that are not uniqc_store's.
     """
-    application_id = user_version = None
-    try:
-        if db.is_sqlite:
-            application_id, user_version = conn.exec_driver_sql(
-                "SELECT * FROM pragma_application_id(), pragma_user_version()"
-            ).one()
-            application_id &= 0xFFFFFFFF
-            _refuse_header(db, application_id, user_version)
-        revision = None
-        if inspect(conn).has_table(VERSION_TABLE):
-            revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
-        if db.is_sqlite and user_version and revision is None:
-            _refuse_unless_uniqc_layout(db, conn, user_version)
-    except exc.DBAPIError as error:
-        raise db.translate(error) from error
-    if revision is not None and not _known(revision):
-        raise _too_new(db, f"revision {revision!r}")
-    return SchemaState(application_id, user_version, revision)
+    if db.is_sqlite:
+        assert db.path is not None
+        try:
+            facts = sqlite_file.inspect_file(db.path, VERSION_TABLES, ("tasks",))
+        except sqlite3.Error as error:
+            raise db.translate(error) from error
+    else:
+        assert conn is not None
+        try:
+            facts = _server_facts(conn)
+        except exc.DBAPIError as error:
+            raise db.translate(error) from error
+    return _judge(db, facts)
 
 
-V1_COLUMNS = [
-    "task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json",
-]
+def _server_facts(conn: Connection) -> sqlite_file.FileFacts:
+    inspector = inspect(conn)
+    tables = frozenset(inspector.get_table_names())
+    columns = {
+        table: [column["name"] for column in inspector.get_columns(table)]
+        for table in (*VERSION_TABLES, "tasks")
+        if table in tables
+    }
+    version_rows = {
+        table: [str(row[0]) for row in conn.exec_driver_sql(f"SELECT version_num FROM {table}")]
+        for table in VERSION_TABLES
+        if "version_num" in columns.get(table, ())
+    }
+    return sqlite_file.FileFacts(0, 0, tables, version_rows, columns)
 
 
-def _refuse_unless_uniqc_layout(db: Database, conn: Connection, user_version: int) -> None:
+def _judge(db: Database, facts: sqlite_file.FileFacts) -> SchemaState:
+    """Decide from what a database holds whether it is ours, and at which revision."""
+    if db.is_sqlite:
+        _refuse_header(db, facts.application_id, facts.user_version)
+    revision, table = _recorded_revision(db, facts)
+    if revision is None:
+        if db.is_sqlite and facts.user_version:
+            _refuse_unless_uniqc_layout(db, facts)
+        else:
+            _refuse_unless_empty(db, facts)
+    if not db.is_sqlite:
+        return SchemaState(None, None, revision, table)
+    return SchemaState(facts.application_id, facts.user_version, revision, table)
+
+
+def _recorded_revision(db: Database, facts: sqlite_file.FileFacts) -> tuple[str | None, str | None]:
+    """The revision this library recorded, and the table that holds it.
+
+    Our own table wins. ``alembic_version`` counts only as uniqc_store 0.1.0 left it: exactly one
+    known revision beside a ``tasks`` table; anything else there is another application's
+    Alembic history, which this library never reads as its own nor touches.
+    """
+    rows = facts.version_rows.get(VERSION_TABLE)
+    if rows is not None:
+        if len(rows) > 1 or (rows and not _known(rows[0])):
+            raise _unknown_revisions(db, rows)
+        return (rows[0] if rows else None), VERSION_TABLE
+    legacy = facts.version_rows.get(LEGACY_VERSION_TABLE)
+    if legacy is not None and len(legacy) == 1 and _known(legacy[0]) and "tasks" in facts.objects:
+        return legacy[0], LEGACY_VERSION_TABLE
+    return None, None
+
+
+def _unknown_revisions(db: Database, rows: list[str]) -> DatabaseRefusedError:
+    if all(row.isdigit() for row in rows) and max(int(row) for row in rows) > CURRENT_SCHEMA_VERSION:
+        return _too_new(db, f"revision {max(rows, key=int)!r}")
+    return DatabaseRefusedError(
+        f"{db.path or db.display_url}: its {VERSION_TABLE} table holds {rows!r}, which "
+        f"{'is not a revision' if len(rows) == 1 else 'are not revisions'} of uniqc_store "
+        f"(0001 to {HEAD_REVISION}, one row); it was left untouched. Something other than "
+        f"uniqc_store wrote that table: restore it from a backup, or point uniqc_store at another database."
+    )
+
+
+#: The columns of uniqc's ``tasks`` table at each schema version, in table order.
+UNIQC_TASKS_COLUMNS = {
+    1: ["task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json"],
+}
+
+
+def _refuse_unless_uniqc_layout(db: Database, facts: sqlite_file.FileFacts) -> None:
     """A file with a version but no revision is adopted only if it really is uniqc's."""
-    columns = [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(tasks)")]
-    if columns != V1_COLUMNS:
+    columns = facts.columns.get("tasks", [])
+    if columns != UNIQC_TASKS_COLUMNS.get(facts.user_version):
         raise ForeignDatabaseError(
-            f"{db.path} has user_version {user_version} but no uniqc tasks table "
+            f"{db.path} has user_version {facts.user_version} but no uniqc tasks table "
             f"(found columns {columns or 'none'}); it was left untouched"
         )
 
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
+def _refuse_unless_empty(db: Database, facts: sqlite_file.FileFacts) -> None:
+    """A database without our version record is ours to initialise only if it holds nothing
+    we would collide with: on SQLite nothing at all (an SQLite file's header says 0, 0 until a
+    program stamps it, so an unstamped file with tables is another program's); on a server, no
+    ``tasks`` table (other applications' tables may share the database)."""
+    ours = {VERSION_TABLE} | ({LEGACY_VERSION_TABLE} if not facts.version_rows.get(LEGACY_VERSION_TABLE) else set())
+    if db.is_sqlite:
+        foreign = sorted(facts.objects - ours)
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ForeignDatabaseError(
+                f"{db.path} is an SQLite database of another program: it has no uniqc header "
+                f"(application_id 0, user_version 0) but already holds {listed}; it was left "
+                "untouched. uniqc_store creates new files, or opens files uniqc wrote."
+            )
+    elif "tasks" in facts.objects:
+        raise DatabaseRefusedError(
+            f"{db.display_url} already has a table named 'tasks' but no {VERSION_TABLE} record: "
+            "either another application's table, or what a uniqc_store migration that failed "
+            "part-way on MySQL/MariaDB committed (see the error it reported). It was left "
+            "untouched: use another database for uniqc_store, or repair or restore this one."
+        )
 
 
 def check_file_header(db: Database) -> None:
     """Refuse a file from the 100 raw bytes of its header, before SQLite opens it.
 
-    Opening a foreign file in WAL mode, even only to read it, would checkpoint its WAL into it
-    and delete its ``-wal``/``-shm`` files when the connection closes. Only call this while the
-    process has no connection to the file: closing another descriptor of a database file drops
-    every POSIX lock the process's SQLite connections hold on it.
+    Only call this while the process has no connection to the file (see
+    :func:`sqlite_file.read_raw_header`).
     """
     assert db.path is not None
     try:
-        with open(db.path, "rb") as file:
-            head = file.read(100)
-        wal = Path(f"{db.path}-wal")
-        wal_size = wal.stat().st_size if wal.exists() else 0
+        header = sqlite_file.read_raw_header(db.path)
+    except sqlite_file.NotSQLiteError:
+        raise NotADatabaseError(f"{db.path} is not an SQLite database; it was left untouched") from None
     except OSError as error:
         raise DatabaseError(f"cannot read {db.path}: {error.strerror or error}") from error
-    if not head:
-        return  # empty: a new file, ours to initialise
-    # The magic string, and the payload fractions that every valid header has (64, 32, 32).
-    if len(head) < 100 or not head.startswith(SQLITE_MAGIC) or head[21:24] != b"\x40\x20\x20":
-        raise NotADatabaseError(f"{db.path} is not an SQLite database; it was left untouched")
-    _refuse_header(db, int.from_bytes(head[68:72], "big"), int.from_bytes(head[60:64], "big", signed=True))
-    if wal_size:
-        # The header's newest values may still be in the WAL: read them without the right to
-        # write, so that closing cannot checkpoint the WAL into the file.
-        uri = f"file:{urllib.parse.quote(str(db.path))}?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True)
-            try:
-                application_id, user_version = conn.execute(
-                    "SELECT * FROM pragma_application_id(), pragma_user_version()"
-                ).fetchone()
-            finally:
-                conn.close()
-        except sqlite3.Error as error:
-            raise db.translate(error) from error
-        _refuse_header(db, application_id & 0xFFFFFFFF, user_version)
+    if header is not None:
+        _refuse_header(db, header.application_id, header.user_version)
 
 
 def _refuse_header(db: Database, application_id: int, user_version: int) -> None:
@@ -239,21 +310,29 @@ def ensure_schema(db: Database) -> None:
 
     Raises:
         DatabaseRefusedError: (a subclass of) the database is not ours or too new; untouched.
-        MigrationError: a revision failed; it was rolled back completely.
+        MigrationError: a revision failed; rolled back completely, except on MySQL/MariaDB
+            (see :class:`~uniqc_store.MigrationError`).
     """
     with db.schema_mutex:
         db.ready = False
         try:
             _before_connecting(db)
-            with db.connect() as conn:
-                state = read_state(db, conn)
-                conn.commit()
-            if not state.at_head:
+            state: SchemaState | None
+            try:
+                state = current_state(db)
+            except DatabaseRefusedError:
+                if db.is_sqlite:
+                    raise
+                # MySQL/MariaDB commit DDL as it runs: another process's migration under way
+                # looks like a foreign 'tasks' table until it records its revision. Judge again
+                # under the lock, once that migration is over.
+                state = None
+            if state is None or not state.at_head:
                 with _locked_connection(db) as (conn, state):
                     if not state.at_head:  # else another process migrated while we waited
                         from alembic import command
 
-                        command.upgrade(_config_for(conn), "head")
+                        command.upgrade(_config_for(conn, state), "head")
         except BaseException:
             # Keep no connection to a file that is not ours, or that the caller may now move
             # away (a later open must start on whatever is at the path then).
@@ -265,31 +344,42 @@ def ensure_schema(db: Database) -> None:
         db.ready = True
 
 
+def current_state(db: Database) -> SchemaState:
+    """The schema state of a database this process may already use (read-only on SQLite)."""
+    if db.is_sqlite:
+        return read_state(db)
+    with db.connect() as conn:
+        state = read_state(db, conn)
+        conn.rollback()
+        return state
+
+
 def peek_state(db: Database) -> SchemaState:
     """The schema state of an existing database, read without changing anything (the same
     checks as on open, in the same order; nothing is created, migrated or stamped).
 
     Raises:
         DatabaseRefusedError: as :func:`ensure_schema`.
+        DatabaseError: there is no SQLite file at the path.
     """
     with db.schema_mutex:
-        try:
-            if db.is_sqlite and not db.has_connections():
-                check_file_header(db)
-            with db.connect() as conn:
-                return read_state(db, conn)
-        except StoreError:
-            db.engine.dispose()  # keep no connection open on a file that is not ours
-            raise
+        _before_connecting(db, create=False)
+        return current_state(db)
 
 
-def _before_connecting(db: Database) -> None:
-    """What must happen before any connection of this process opens an SQLite file."""
+def _before_connecting(db: Database, *, create: bool = True) -> None:
+    """What must happen before any connection of this process opens an SQLite file: notice a
+    file replaced behind our back, create a missing one (or say it is missing), and refuse from
+    the raw header."""
     if not db.is_sqlite:
         return
+    assert db.path is not None
     if db.file_id is not None and db.file_changed():
         db.forget_file()  # deleted or replaced behind our back: start on the new one
-    db.prepare_file()
+    if create:
+        db.prepare_file()
+    elif not db.path.is_file():
+        raise DatabaseError(f"there is no database at {db.path} (nothing was created)")
     if not db.has_connections():
         check_file_header(db)
 
@@ -325,72 +415,94 @@ def downgrade(
 
 
 def _run_command(fn: Any, revision: str, url: Any, cache_dir: Any, script_dir: Path | str | None) -> None:
-    with _migrating(dbmod.resolve_url(cache_dir, url)) as conn:
-        fn(_config_for(conn, script_dir=script_dir), revision)
+    with _migrating(dbmod.resolve_url(cache_dir, url)) as (conn, state):
+        fn(_config_for(conn, state, script_dir=script_dir), revision)
 
 
 _PREPARED = "uniqc_store.prepared"
+_STATE = "uniqc_store.state"
 
 
-def _config_for(conn: Connection, *, script_dir: Path | str | None = None) -> Config:
+def _config_for(conn: Connection, state: SchemaState, *, script_dir: Path | str | None = None) -> Config:
     """A Config whose connection already holds the migration lock and passed every check."""
     config = alembic_config(conn, script_dir=script_dir)
     config.attributes[_PREPARED] = True
+    config.attributes[_STATE] = state
     return config
 
 
 @contextmanager
-def _migrating(url: Any) -> Iterator[Connection]:
-    """A locked connection to the database at ``url`` for an explicit Alembic command."""
+def _migrating(url: Any, *, write: bool = True) -> Iterator[tuple[Connection, SchemaState]]:
+    """A locked connection to the database at ``url`` for an explicit Alembic command; with
+    ``write=False`` (``alembic current``, ``check``) nothing is created or changed."""
     with dbmod.opened(url) as db, db.schema_mutex:
         db.ready = False  # every store of this process re-checks the schema afterwards
-        _before_connecting(db)
-        with _locked_connection(db) as (conn, _):
-            yield conn
-        if db.is_sqlite:
+        try:
+            _before_connecting(db, create=write)
+            with _locked_connection(db, write=write) as locked:
+                yield locked
+        except BaseException:
+            db.engine.dispose()
+            raise
+        if db.is_sqlite and write:
             db.secure_file()
 
 
 @contextmanager
-def _locked_connection(db: Database) -> Iterator[tuple[Connection, SchemaState]]:
+def _locked_connection(db: Database, *, write: bool = True) -> Iterator[tuple[Connection, SchemaState]]:
     """A connection holding the migration lock, the database checked, SQLite in WAL mode.
 
-    The connection is outside any transaction, as Alembic needs it to run each revision in a
-    transaction of its own.
+    On SQLite the checks run (read-only) before the migration connection exists, so a refused
+    file never meets a connection that could write it. The connection is outside any
+    transaction, as Alembic needs it to run each revision in a transaction of its own.
     """
-    with db.connect(migrations=True) as conn, _migration_lock(db, conn):
-        state = read_state(db, conn)  # refusals first: nothing below may touch a foreign file
+    if db.is_sqlite:
+        with _directory_lock(db):
+            state = read_state(db)  # refusals first: nothing below may touch a foreign file
+            with db.connect(migrations=True) as conn:
+                if write:
+                    # Persistent and needs no transaction; set once, after the checks above.
+                    if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                    conn.commit()
+                    conn.execution_options(**{dbmod.WRITE_OPTION: True})
+                yield conn, state
+        return
+    with db.connect(migrations=True) as conn, _server_lock(db, conn):
+        state = read_state(db, conn)
         conn.commit()
-        if db.is_sqlite:
-            # Persistent and needs no transaction; set once, after the checks above.
-            if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-            conn.commit()
-            conn.execution_options(**{dbmod.WRITE_OPTION: True})
         yield conn, state
 
 
 @contextmanager
-def _migration_lock(db: Database, conn: Connection) -> Iterator[None]:
-    """Serialize check-and-upgrade across processes and hosts.
-
-    SQLite: an ``flock`` on the database's directory (never on the database file itself:
-    closing another descriptor of that file would drop SQLite's own POSIX locks).
-    PostgreSQL: a session advisory lock. MySQL/MariaDB: ``GET_LOCK`` on a per-database name.
-    """
+def _directory_lock(db: Database) -> Iterator[None]:
+    """Serialize check-and-upgrade of an SQLite file across processes: an ``flock`` on the
+    file's directory (never on the database file itself: closing another descriptor of that
+    file would drop SQLite's own POSIX locks)."""
+    assert db.path is not None
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
     try:
-        if db.is_sqlite:
-            assert db.path is not None
-            if fcntl is None:  # pragma: no cover
-                yield
-                return
-            fd = os.open(db.path.parent, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the flock
-        elif db.dialect == "postgresql":
+        fd = os.open(db.path.parent, os.O_RDONLY)
+    except OSError as error:
+        raise DatabaseError(
+            f"cannot lock {db.path.parent} for the schema check ({error.strerror or error}): "
+            "uniqc_store needs to read and write the database's directory"
+        ) from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+@contextmanager
+def _server_lock(db: Database, conn: Connection) -> Iterator[None]:
+    """Serialize check-and-upgrade on a server: a session advisory lock on PostgreSQL,
+    ``GET_LOCK`` on a per-database name on MySQL/MariaDB."""
+    try:
+        if db.dialect == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})")
             conn.commit()  # the lock is held by the session, across the migrations' transactions
             try:
@@ -429,15 +541,19 @@ def run_env(context: EnvironmentContext) -> None:
     is: the caller holds the migration lock. Otherwise (the ``alembic`` command line) the target is
     ``-x url=URL``, else ``$UNIQC_STORE_URL``, else the default file, opened and locked here.
     """
+    from alembic.util import CommandError
+
+    from_command_line = context.config.cmd_opts is not None
     if context.is_offline_mode():
-        raise MigrationError(
+        message = (
             "offline (--sql) migrations are not supported: the SQLite header is written by a hook "
             "that needs a live connection; run the command without --sql"
         )
+        raise CommandError(message) if from_command_line else MigrationError(message)
     attributes = context.config.attributes
     connection = attributes.get("connection")
     if connection is not None and attributes.get(_PREPARED):
-        _run_migrations(context, connection)
+        _run_migrations(context, connection, attributes[_STATE])
         return
     if connection is not None:
         # Somebody else's connection: it names the database, but has neither the lock, nor the
@@ -446,22 +562,32 @@ def run_env(context: EnvironmentContext) -> None:
     else:
         url = context.get_x_argument(as_dictionary=True).get("url")
     try:
-        with _migrating(dbmod.resolve_url(url=url)) as conn:
-            _run_migrations(context, conn)
+        with _migrating(dbmod.resolve_url(url=url), write=_migrates(context)) as (conn, state):
+            _run_migrations(context, conn, state)
     except StoreError as error:
-        if connection is not None or context.config.cmd_opts is None:
+        if connection is not None or not from_command_line:
             raise
-        from alembic.util import CommandError
-
         raise CommandError(str(error)) from error  # the alembic command line prints one line
 
 
-def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
+def _migrates(context: EnvironmentContext) -> bool:
+    """Whether the command moves the database to a revision (upgrade, downgrade, stamp), as
+    opposed to only reading it (current, check)."""
+    try:
+        return context.get_revision_argument() is not None
+    except KeyError:  # current, check: no destination
+        return False
+
+
+def _run_migrations(context: EnvironmentContext, conn: Connection, state: SchemaState) -> None:
     is_sqlite = conn.dialect.name == "sqlite"
+    migrating = _migrates(context)
+    # A database of uniqc_store 0.1.0 keeps its revision in alembic_version until it is migrated.
+    reading_legacy = not migrating and state.version_table == LEGACY_VERSION_TABLE
     context.configure(
         connection=conn,
         target_metadata=_target_metadata(conn.dialect.name),
-        version_table=VERSION_TABLE,
+        version_table=LEGACY_VERSION_TABLE if reading_legacy else VERSION_TABLE,
         # One transaction per revision: a failing revision rolls back alone, completely.
         transaction_per_migration=True,
         # Alembic assumes SQLite cannot roll back DDL; it can, since BEGIN is ours (database.py).
@@ -471,11 +597,8 @@ def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
         compare_type=True,
         render_as_batch=is_sqlite,
     )
-    try:
-        migrating = context.get_revision_argument() is not None
-    except KeyError:  # current, check: no destination, so nothing to adopt or write
-        migrating = False
     if migrating:
+        _move_legacy_version_table(context.get_context(), context.script, state)
         _adopt_uniqc_file(context.get_context(), context.script)
     from alembic.util import CommandError
 
@@ -486,10 +609,31 @@ def _run_migrations(context: EnvironmentContext, conn: Connection) -> None:
         raise  # already ours, or Alembic refusing the command itself (nothing was run)
     except Exception as error:
         reason = error.orig if isinstance(error, exc.DBAPIError) else error
+        failure = f"{type(reason).__name__}: {reason}"
+        if conn.dialect.name in ("mysql", "mariadb"):
+            raise MigrationError(_partly_committed(context.get_context(), failure)) from error
         raise MigrationError(
-            f"a schema migration failed and its revision was rolled back ({type(reason).__name__}: {reason}); "
+            f"a schema migration failed and its revision was rolled back completely ({failure}); "
             "the database stays at the last revision that completed"
         ) from error
+
+
+def _partly_committed(migration: MigrationContext, failure: str) -> str:
+    """What a failed revision leaves on MySQL/MariaDB, where it cannot be rolled back."""
+    try:
+        heads = migration.get_current_heads()
+        at = f"revision {heads[0]}" if heads else "no revision"
+    except exc.DBAPIError as error:  # the failure may have cost the connection: say what we know
+        at = f"the last revision that completed (it could not be read: {error.orig})"
+    # (The read's transaction is ended with the migration lock, see _release.)
+    return (
+        f"a schema migration failed ({failure}) and could not be rolled back: MySQL/MariaDB commit "
+        "every DDL statement (CREATE, ALTER, DROP ...) implicitly, so the failing revision's statements "
+        "up to the failure may have been committed, data changes made before its last DDL statement "
+        f"included, while {migration.version_table} still names {at}. The schema may now match no "
+        "revision: inspect the database and repair it by hand (undo what the failing revision did), "
+        "or restore a backup, before retrying the upgrade"
+    )
 
 
 @functools.cache
@@ -504,6 +648,19 @@ def _target_metadata(dialect: str) -> MetaData:
     metadata = MetaData(naming_convention=Base.metadata.naming_convention)
     Base.metadata.tables["tasks"].to_metadata(metadata).c.task_id.nullable = False
     return metadata
+
+
+def _move_legacy_version_table(migration: MigrationContext, script: Any, state: SchemaState) -> None:
+    """Move the revision of a database written by uniqc_store 0.1.0 from ``alembic_version`` to
+    :data:`VERSION_TABLE`, in one transaction (MySQL/MariaDB commit each DDL statement: an
+    interruption there leaves both tables, and the next upgrade finishes the move)."""
+    conn = migration.connection
+    if conn is None or state.version_table != LEGACY_VERSION_TABLE or state.revision is None:
+        return
+    with conn.begin():
+        if not migration.get_current_heads():
+            migration.stamp(script, state.revision)
+        conn.exec_driver_sql(f"DROP TABLE {LEGACY_VERSION_TABLE}")
 
 
 def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
@@ -526,7 +683,7 @@ def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
 def _stamp_header(*, ctx: MigrationContext, step: Any, heads: set[str], run_args: Any) -> None:
     """``on_version_apply`` hook: write the SQLite header inside the step's own transaction."""
     if ctx.dialect.name != "sqlite":
-        return  # servers: alembic_version alone is the version record
+        return  # servers: the version table alone is the version record
     version = max((int(head) for head in heads), default=0)
     ctx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     ctx.execute(f"PRAGMA user_version = {version}")

@@ -5,18 +5,19 @@ from __future__ import annotations
 import builtins
 import functools
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.sql import ClauseElement
 
 from . import database, schema
-from .execution import Tx
-from .errors import DatabaseError
+from .execution import CoreTx, Tx
+from .errors import DatabaseError, InvalidTaskError, InvalidTaskTypeError
 from .models import Task
 from .records import (
     TERMINAL_STATUSES,
@@ -94,6 +95,113 @@ def _where(stmt: Any, status: bool, backend: bool) -> Any:
 _statements: dict[str, _Statements] = {}
 
 
+# -- MySQL/MariaDB: every statement within the server's max_allowed_packet ------------------------
+#
+# PyMySQL sends a statement as text, its values quoted and escaped in it, and the server drops the
+# connection ("MySQL server has gone away") when the statement is not smaller than
+# max_allowed_packet. So the size of every statement is checked before anything is sent.
+
+_PACKET_INFO = "uniqc_store.max_allowed_packet"  # per DBAPI connection: (limit, statement text)
+_MAX_PACKET_CEILING = 1 << 30  # the largest max_allowed_packet MySQL and MariaDB accept
+
+
+def _packet_batches(
+    db: database.Database,
+    conn: Connection,
+    stmt: ClauseElement,
+    rows: builtins.list[dict[str, Any]],
+    label: Callable[[int], str],
+) -> builtins.list[builtins.list[dict[str, Any]]]:
+    """Split ``rows`` into batches whose ``executemany`` sends no statement the server would refuse.
+
+    ``label(i)`` names row ``i`` in an error. The session's ``max_allowed_packet`` is read once per
+    connection (a ``SET GLOBAL`` reaches only new connections).
+
+    Raises:
+        InvalidTaskError: a row alone makes a statement too large; nothing has been sent.
+    """
+    limit, sql = _packet_limit(conn, stmt)
+    # What the server accepts: the statement's bytes plus the protocol's command byte must stay
+    # below max_allowed_packet (measured on MariaDB 10.11: a 16777214-byte query passes at 16 MiB,
+    # one byte more is refused).
+    largest = limit - 2
+    batches: builtins.list[builtins.list[dict[str, Any]]] = []
+    batch: builtins.list[dict[str, Any]] = []
+    total = 0
+    for index, row in enumerate(rows):
+        size = len(sql) + _size_bound(row)
+        if size > largest:  # near the limit: measure exactly what PyMySQL would send
+            size = _sent_size(conn, sql, row)
+            if size > largest:
+                raise _too_large(db, conn, row, label(index), size, limit)
+        # PyMySQL turns executemany into multi-row INSERTs of consecutive rows, each no longer
+        # than the single-row statements of its rows added up; batches are cut on that sum.
+        if batch and total + size > largest:
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(row)
+        total += size
+    batches.append(batch)
+    return batches
+
+
+def _core(tx: Tx) -> Connection:
+    assert isinstance(tx, CoreTx)
+    return tx.connection
+
+
+def _packet_limit(conn: Connection, stmt: ClauseElement) -> tuple[int, str]:
+    cached = conn.info.get(_PACKET_INFO)
+    if cached is None:
+        limit = int(conn.exec_driver_sql("SELECT @@session.max_allowed_packet").scalar_one())
+        cached = conn.info[_PACKET_INFO] = (limit, stmt.compile(dialect=conn.dialect).string)
+    return cached
+
+
+def _size_bound(row: dict[str, Any]) -> int:
+    # utf-8 takes at most 4 bytes a character, and escaping at most doubles an ASCII character;
+    # numbers and NULL take fewer than 24. (The statement text's placeholders, counted in full
+    # by the caller, are longer than nothing.)
+    return sum(4 * len(value) + 2 if isinstance(value, str) else 24 for value in row.values())
+
+
+def _sent_size(conn: Connection, sql: str, params: Any) -> int:
+    """Bytes of the statement PyMySQL sends for ``sql`` with ``params``, exactly as it builds it
+    (its escaping follows the connection's charset and sql_mode)."""
+    raw: Any = conn.connection.dbapi_connection
+    cursor = raw.cursor()
+    try:
+        return len(cursor.mogrify(sql, params).encode(raw.encoding, "surrogateescape"))
+    finally:
+        cursor.close()
+
+
+def _too_large(
+    db: database.Database, conn: Connection, row: dict[str, Any], label: str, size: int, limit: int
+) -> InvalidTaskError:
+    fields = {
+        name: 0 if row[column] is None else _sent_size(conn, "%s", (row[column],))
+        for name, column in (("result", "result_json"), ("metadata", "metadata_json"))
+    }
+    field = max(fields, key=fields.__getitem__)
+    needed = size + 2
+    if needed > _MAX_PACKET_CEILING:
+        remedy = f"No server takes a statement this large (max_allowed_packet is at most {_MAX_PACKET_CEILING:,}): make the {field} smaller."
+    else:
+        suggested = -(-needed // (1 << 20)) << 20  # whole MiB
+        remedy = (
+            f"To store it, raise the limit as the server's administrator, e.g. SET GLOBAL "
+            f"max_allowed_packet={suggested}; (new connections get it: restart this program; set "
+            f"max_allowed_packet in the server's configuration to keep it), or make the {field} smaller."
+        )
+    return InvalidTaskError(
+        f"{label}: {field} is too large for {db.display_url}: saving it takes a statement of {size:,} bytes "
+        f"(result {fields['result']:,} bytes, metadata {fields['metadata']:,} bytes as sent: JSON, utf-8, "
+        f"quoted and escaped), and the server's max_allowed_packet of {limit:,} bytes allows statements "
+        f"of at most {limit - 2:,} bytes. Nothing was written. {remedy}"
+    )
+
+
 class TaskStore:
     """Storage for task records, on an SQLite file or a PostgreSQL / MySQL / MariaDB server.
 
@@ -115,7 +223,8 @@ class TaskStore:
         InvalidTaskError: bad arguments (both given, ``cache_dir`` is a file ...).
         UnsupportedDatabaseError, DriverNotInstalledError: the URL cannot be served.
         DatabaseRefusedError: the database is not ours, or newer than this library; untouched.
-        MigrationError: bringing the schema to head failed; the failing revision was rolled back.
+        MigrationError: bringing the schema to head failed; the failing revision was rolled back
+            (on MySQL/MariaDB only partly: the message says what may remain).
     """
 
     cache_dir: Path | None
@@ -130,6 +239,7 @@ class TaskStore:
         self.db_path = db.path
         self.cache_dir = db.path.parent if db.path is not None else None
         self._sql = _statements.get(db.dialect) or _statements.setdefault(db.dialect, _Statements(db.dialect))
+        self._packet_limited = db.dialect in ("mysql", "mariadb")  # see _packet_batches
         self._closed = False
         with db.gate:
             # Once this process has found the database at head, another store on it costs one
@@ -184,11 +294,14 @@ class TaskStore:
 
         Raises:
             InvalidTaskTypeError, InvalidTaskError: a field is invalid (the message names it);
-                nothing is written.
+                nothing is written. On MySQL/MariaDB also when ``result`` or ``metadata`` is too
+                large for the server's ``max_allowed_packet``.
         """
         now = utc_now()
         row = task_row(task_info, now)
         with self._transaction(write=True) as tx:
+            if self._packet_limited:
+                _packet_batches(self._db, _core(tx), self._sql.upsert, [row], lambda _: f"task {row['task_id']!r}")
             tx.rowcount(self._sql.upsert, row)
         task_info.update_time = now
 
@@ -196,8 +309,21 @@ class TaskStore:
         """Insert or update many task records in one transaction, as :meth:`save` does each.
 
         All or nothing: if any task is invalid, nothing is written and no ``update_time`` changes.
+
+        Raises:
+            InvalidTaskTypeError: ``tasks`` is not iterable, or an entry is not a :class:`TaskInfo`.
+            InvalidTaskTypeError, InvalidTaskError: a field is invalid (or, on MySQL/MariaDB, too
+                large for the server's ``max_allowed_packet``); the message starts with ``tasks[i]:``
+                and names the field.
         """
-        tasks = builtins.list(tasks)
+        try:
+            entries = iter(tasks)
+        except TypeError:
+            hint = "; use save() for a single task" if isinstance(tasks, TaskInfo) else ""
+            raise InvalidTaskTypeError(
+                f"tasks must be an iterable of TaskInfo, got {type(tasks).__name__}{hint}"
+            ) from None
+        tasks = builtins.list(entries)
         now = utc_now()
         rows = []
         for index, task in enumerate(tasks):
@@ -208,7 +334,14 @@ class TaskStore:
         if not rows:
             return
         with self._transaction(write=True) as tx:
-            tx.many(self._sql.upsert, rows)
+            if self._packet_limited:
+                batches = _packet_batches(
+                    self._db, _core(tx), self._sql.upsert, rows, lambda i: f"tasks[{i}]: task {rows[i]['task_id']!r}"
+                )
+            else:
+                batches = [rows]
+            for batch in batches:  # all sized before the first is sent: one transaction still
+                tx.many(self._sql.upsert, batch)
         for task in tasks:
             task.update_time = now
 
@@ -293,8 +426,7 @@ class TaskStore:
         db = self._usable()
         with db.gate:
             self._bring_to_head(db)
-            with db.connect() as conn:
-                state = schema.read_state(db, conn)
+            state = schema.current_state(db)
         info: dict[str, Any] = {"url": self.url, "revision": state.revision}
         if self._db.is_sqlite:
             info.update(

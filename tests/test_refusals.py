@@ -1,0 +1,127 @@
+"""Files that are not ours are refused with every byte kept, on every path that opens a file:
+the store, the library's upgrade, the CLI and the ``alembic`` command line."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from uniqc_files import assert_file_and_wal_unchanged, snapshot, wal_file_with_a_hot_wal
+from uniqc_store import DB_FILENAME, ForeignDatabaseError, TaskInfo, TaskStore, cli, schema
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _store(directory: Path) -> None:
+    TaskStore(directory)
+
+
+def _library_upgrade(directory: Path) -> None:
+    schema.upgrade(cache_dir=directory)
+
+
+def _cli(command: str) -> Callable[[Path], None]:
+    def run(directory: Path) -> None:
+        code = cli.main(["--cache-dir", str(directory), command])
+        if code == 2:
+            raise ForeignDatabaseError(f"uniqc-store {command} refused it")
+        raise AssertionError(f"uniqc-store {command} exited {code}")
+
+    return run
+
+
+def _alembic(directory: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url=sqlite:///{directory / DB_FILENAME}", "upgrade", "head"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=120,
+    )
+    if done.returncode != 0:
+        raise ForeignDatabaseError(done.stderr)
+    raise AssertionError("alembic upgraded a foreign file")
+
+
+OPENERS = pytest.mark.parametrize(
+    "opener",
+    [_store, _library_upgrade, _cli("info"), _cli("upgrade"), _alembic],
+    ids=["TaskStore", "schema.upgrade", "cli-info", "cli-upgrade", "alembic"],
+)
+
+# (application_id, user_version, the program's own schema)
+FOREIGN_FILES = pytest.mark.parametrize(
+    ("application_id", "user_version", "ddl"),
+    [
+        (0, 1, "CREATE TABLE notes(body TEXT)"),
+        (0, 0, "CREATE TABLE items(sku TEXT PRIMARY KEY, count INTEGER)"),
+        (0, 0, "CREATE TABLE tasks(id INTEGER PRIMARY KEY, title TEXT, done INTEGER)"),
+    ],
+    ids=["versioned-without-tasks", "inventory-db", "todo-db-with-its-own-tasks"],
+)
+
+
+@OPENERS
+@FOREIGN_FILES
+def test_a_foreign_file_whose_writer_died_with_a_hot_wal_keeps_file_and_wal(
+    tmp_path: Path, opener: Callable[[Path], None], application_id: int, user_version: int, ddl: str
+) -> None:
+    wal_file_with_a_hot_wal(
+        tmp_path / DB_FILENAME, application_id=application_id, user_version=user_version, header_in_wal=False, ddl=ddl
+    )
+    before = snapshot(tmp_path)
+    assert f"{DB_FILENAME}-wal" in before
+    with pytest.raises(ForeignDatabaseError):
+        opener(tmp_path)
+    assert_file_and_wal_unchanged(tmp_path, before)
+
+
+@OPENERS
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+@FOREIGN_FILES
+def test_a_foreign_file_at_rest_is_refused_without_any_byte_or_sibling_changing(
+    tmp_path: Path, opener: Callable[[Path], None], application_id: int, user_version: int, ddl: str, journal_mode: str
+) -> None:
+    path = tmp_path / DB_FILENAME
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA journal_mode = {journal_mode}")
+    conn.execute(ddl)
+    conn.execute(f"PRAGMA application_id = {application_id}")
+    conn.execute(f"PRAGMA user_version = {user_version}")
+    conn.commit()
+    conn.close()
+    before = snapshot(tmp_path)
+    assert list(before) == [DB_FILENAME]
+    with pytest.raises(ForeignDatabaseError):
+        opener(tmp_path)
+    assert snapshot(tmp_path) == before  # header bytes 18-19 (journal mode) included
+
+
+def test_an_unstamped_file_with_tables_is_refused_with_a_message_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items(sku TEXT PRIMARY KEY)")
+    conn.execute("CREATE INDEX items_idx ON items(sku)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ForeignDatabaseError, match=r"another program.*already holds items, items_idx.*left untouched"):
+        TaskStore(url=f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize("content", [b"", None], ids=["empty-file", "missing-file"])
+def test_an_empty_or_missing_file_is_still_created_and_stamped(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "fresh.sqlite"
+    if content is not None:
+        path.write_bytes(content)
+    with TaskStore(url=f"sqlite:///{path}") as store:
+        store.save(TaskInfo("t", "sim"))
+        assert store.schema_info()["application_id"] == "0x554E4943"
+
+
+def test_a_file_of_ours_downgraded_to_base_opens_again(tmp_path: Path) -> None:
+    TaskStore(tmp_path).close()
+    schema.downgrade("base", cache_dir=tmp_path)
+    with TaskStore(tmp_path) as store:
+        assert store.schema_info()["revision"] == schema.HEAD_REVISION
