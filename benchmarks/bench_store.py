@@ -65,18 +65,37 @@ keep rescanning them; ``gc.collect()`` runs before every batch.
 
 from __future__ import annotations
 
+import argparse
+import atexit
+import contextlib
+import gc
+import itertools
+import json
+import math
+import multiprocessing
 import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
 
 # -- isolation: must happen before uniqc_store is imported (it reads HOME at import time) ---------
 
 _HOME_ENV = "UNIQC_BENCH_HOME"
 _OWN_HOME = not os.environ.get(_HOME_ENV)
 if _OWN_HOME:  # the parent; spawned children inherit the variable and reuse its directory
-    import atexit
-    import shutil
-
     os.environ[_HOME_ENV] = tempfile.mkdtemp(prefix="uniqc-bench-home-")
     atexit.register(shutil.rmtree, os.environ[_HOME_ENV], True)
 os.environ["HOME"] = os.environ[_HOME_ENV]
@@ -86,29 +105,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_REPO, "uniqc_store")) and _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # benchmark this checkout, installed or not
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime, timedelta, timezone  # noqa: E402
-from enum import Enum  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-import sqlalchemy  # noqa: E402
-
-import uniqc_store  # noqa: E402
-from uniqc_store import TaskInfo, TaskStore  # noqa: E402
-from uniqc_store.records import task_from_row  # noqa: E402
+import uniqc_store  # noqa: E402 - after the isolation above: importing reads HOME
+from uniqc_store import TaskInfo, TaskStore  # noqa: E402 - after the isolation above
+from uniqc_store.records import task_from_row  # noqa: E402 - after the isolation above
 
 DB_FILENAME = "tasks.sqlite"
 APPLICATION_ID = 0x554E4943
@@ -493,9 +492,9 @@ def filesystem_of(path: Path) -> dict[str, str]:
                     continue
                 device, mount, fstype, options = parts[:4]
                 mount = mount.replace("\\040", " ")
-                if real == mount or real.startswith(mount.rstrip("/") + "/"):
-                    if best is None or len(mount) >= len(best[1]):
-                        best = (device, mount, fstype, options)
+                contains = real == mount or real.startswith(mount.rstrip("/") + "/")
+                if contains and (best is None or len(mount) >= len(best[1])):
+                    best = (device, mount, fstype, options)
     except OSError:
         pass
     if best is None:
@@ -531,7 +530,10 @@ def machine_info(workdir: Path) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "sqlalchemy": sqlalchemy.__version__,
         "alembic": alembic.__version__,
-        "uniqc_store": f"{getattr(uniqc_store, '__version__', '?')} ({os.path.dirname(uniqc_store.__file__)}, git {git_revision()})",
+        "uniqc_store": (
+            f"{getattr(uniqc_store, '__version__', '?')} ({os.path.dirname(uniqc_store.__file__)}, "
+            f"git {git_revision()})"
+        ),
         "filesystem": filesystem_of(workdir),
     }
 
@@ -547,10 +549,10 @@ def default_synchronous() -> int:
 def project_synchronous(store: TaskStore) -> str:
     """Read-only check of the project's per-connection setting (uses a private attribute)."""
     try:
-        with store._db.engine.connect() as conn:  # noqa: SLF001
+        with store._db.engine.connect() as conn:
             value = conn.exec_driver_sql("PRAGMA synchronous").scalar()
         return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(value, str(value))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - whatever fails, the report says "unverified" and why
         return f"unverified ({type(error).__name__})"
 
 
@@ -573,11 +575,9 @@ def _proc_main(kind: str, directory: str, index: int, saves: int, seed: int, bar
         end = time.perf_counter_ns()
         contender.close()
         queue.put((index, start, end, None))
-    except BaseException as error:  # noqa: BLE001
-        try:
+    except BaseException as error:  # noqa: BLE001 - reported to the parent through the queue
+        with contextlib.suppress(Exception):  # release the other writers; this error is the one to report
             barrier.abort()
-        except Exception:  # noqa: BLE001
-            pass
         queue.put((index, None, None, f"{type(error).__name__}: {error}"))
 
 
@@ -673,7 +673,9 @@ OPS = ["save", "get", "construct", "list", "count", "bulk", "procs"]
 
 
 def run(settings: Settings, ops: list[str], workdir: Path) -> dict[str, Any]:
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    def log(*a: object) -> None:
+        print(*a, file=sys.stderr, flush=True)
+
     samples: dict[str, dict[str, list[list[int]]]] = {}
     missing: dict[str, dict[str, str]] = {}
 
@@ -766,7 +768,7 @@ def run(settings: Settings, ops: list[str], workdir: Path) -> dict[str, Any]:
                             record(op, name, timed(c.construct_get, construct_ids))
                         elif op == "list":
                             gc.collect()
-                            record(op, name, timed(lambda st: c.list(st, LIST_LIMIT),
+                            record(op, name, timed(lambda st, c=c: c.list(st, LIST_LIMIT),
                                                    [LIST_STATUS] * (settings.lists // settings.slices)))
                         elif op == "count":
                             gc.collect()
@@ -836,7 +838,9 @@ def summarise(per_slice: list[list[int]]) -> dict[str, Any]:
 
 def paired_ratios(numerator: list[list[int]], denominator: list[list[int]]) -> list[float]:
     """Ratio of the two contenders' medians in each slice: both ran back to back, so drift cancels."""
-    return [statistics.median(a) / statistics.median(b) for a, b in zip(numerator, denominator) if a and b]
+    return [
+        statistics.median(a) / statistics.median(b) for a, b in zip(numerator, denominator, strict=False) if a and b
+    ]
 
 
 def rows_spec(settings: Settings) -> list[tuple[str, str, float | None, float | None]]:
@@ -912,8 +916,9 @@ def report(settings: Settings, result: dict[str, Any], machine: dict[str, Any]) 
     for op, *_ in rows_spec(settings):
         entry = out["operations"].get(op)
         if entry and entry.get("contenders") and max(c["n"] for c in entry["contenders"].values()) > 1:
+            contenders = entry["contenders"]
             iqr.append(f"  {op:<16}" + "".join(
-                f"{fmt_us(c['p25_us']) + ' – ' + fmt_us(c['p75_us']) if (c := entry['contenders'].get(n)) else 'n/a':>24}"
+                f"{fmt_us(c['p25_us']) + ' – ' + fmt_us(c['p75_us']) if (c := contenders.get(n)) else 'n/a':>24}"
                 for n in ORDER))
 
     fs = machine["filesystem"]
@@ -940,7 +945,8 @@ def report(settings: Settings, result: dict[str, Any], machine: dict[str, Any]) 
           f"{settings.counts} counts; bulk ×1 in {settings.bulk_rounds} round(s), processes ×1 in "
           f"{settings.proc_rounds} round(s)")
     print("            µs = median of all calls; ratios = median over slices (or rounds) of the ratio of the two")
-    print("            contenders' medians in that slice; B1/project = speed-up over B1, project/B2 = cost over the floor")
+    print("            contenders' medians in that slice; B1/project = speed-up over B1, "
+          "project/B2 = cost over the floor")
     print()
     print("\n".join(lines))
     if details:

@@ -81,7 +81,7 @@ def serve(home: str, conn: Any, barrier: Any) -> None:
         _seen.clear()
         try:
             reply = ("ok", _JOBS[name](barrier, *args))
-        except BaseException:  # report everything, the test decides
+        except BaseException:  # noqa: BLE001 - report everything to the parent, the test decides
             reply = ("error", f"worker {os.getpid()}:\n{traceback.format_exc()}")
         conn.send(reply)
 

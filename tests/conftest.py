@@ -19,6 +19,9 @@ from sqlalchemy.engine import make_url
 
 from uniqc_store import TaskStore
 
+# The uniqc_release fixture: released uniqc store modules, loaded from their wheels.
+pytest_plugins = ["uniqc_releases"]
+
 SERVER_ENV = {
     "postgresql": "UNIQC_STORE_TEST_POSTGRES_URL",
     "mysql": "UNIQC_STORE_TEST_MYSQL_URL",

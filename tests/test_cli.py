@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_files import snapshot, write_uniqc_v1_file
 from uniqc_store import DB_FILENAME, HEAD_REVISION, TaskInfo, TaskStore
 from uniqc_store.cli import main
+
+from uniqc_files import snapshot, write_uniqc_v1_file
 
 ERROR_PREFIX = "uniqc-store: error: "
 

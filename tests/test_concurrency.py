@@ -9,6 +9,7 @@ worker, and all of them are released together by a barrier the test process take
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -25,9 +26,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from uniqc_store import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION, TaskInfo, TaskStore
+
 import concurrency_workers as workers
 from uniqc_files import header, rows_of, write_uniqc_v1_file
-from uniqc_store import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION, TaskInfo, TaskStore
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,10 @@ class WorkerPool:
         for n in range(PROCESSES):
             ours, theirs = SPAWN.Pipe()
             process = SPAWN.Process(
-                target=workers.serve, args=(str(home), theirs, self.barrier), name=f"uniqc-store-worker-{n}", daemon=True
+                target=workers.serve,
+                args=(str(home), theirs, self.barrier),
+                name=f"uniqc-store-worker-{n}",
+                daemon=True,
             )
             process.start()
             theirs.close()
@@ -94,10 +99,8 @@ class WorkerPool:
         """Stop the workers: politely if they are idle, at once if a race left them stuck."""
         if self.broken is None:
             for conn in self.conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.send(None)
-                except OSError:
-                    pass
             deadline = time.monotonic() + 20
             for process in self.processes:
                 process.join(max(0.0, deadline - time.monotonic()))
@@ -184,7 +187,7 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = THREAD_TIMEO
     def guarded(target: Callable[[], None]) -> None:
         try:
             target()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - collected and asserted on by the test's thread
             errors.append(traceback.format_exc())
 
     threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
@@ -518,7 +521,9 @@ def test_sqlite_clear_all_while_other_stores_save_leaves_no_save_in_a_deleted_fi
     assert len(after_last) >= SAVES_BETWEEN_CLEARS
     assert after_last <= final, f"saves made after the last clear_all are missing: {sorted(after_last - final)[:5]}"
     before_last = {task_id for task_id, _, started in acks if started < CLEARS}
-    assert not (before_last & final), f"saves finished before the last clear_all survived it: {sorted(before_last & final)[:5]}"
+    assert not (before_last & final), (
+        f"saves finished before the last clear_all survived it: {sorted(before_last & final)[:5]}"
+    )
 
     # The store still works, on a fully migrated file.
     with TaskStore(url=url) as store:

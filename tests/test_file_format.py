@@ -10,16 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_files import (
-    V1_DDL,
-    assert_file_and_wal_unchanged,
-    header,
-    rows_of,
-    snapshot,
-    wal_file_with_a_hot_wal,
-    write_foreign_file,
-    write_uniqc_v1_file,
-)
 from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -30,6 +20,17 @@ from uniqc_store import (
     TaskInfo,
     TaskStore,
     schema,
+)
+
+from uniqc_files import (
+    V1_DDL,
+    assert_file_and_wal_unchanged,
+    header,
+    rows_of,
+    snapshot,
+    wal_file_with_a_hot_wal,
+    write_foreign_file,
+    write_uniqc_v1_file,
 )
 
 
@@ -74,7 +75,9 @@ def test_a_file_written_by_uniqc_is_adopted_with_its_data_untouched(tmp_path: Pa
     with TaskStore(tmp_path) as store:
         assert store.count() == 7
         got = store.get("uniqc-2")
-        assert (got.backend, got.status, got.shots, got.result) == ("originq:wuyuan", "failed", 1026, {"00": 2, "11": 7})
+        assert (got.backend, got.status, got.shots, got.result) == (
+            "originq:wuyuan", "failed", 1026, {"00": 2, "11": 7}
+        )
         assert got.metadata == {"circuit": "bell", "n": 2, "label": "ñ"}
         assert store.schema_info()["revision"] == "0001"
     assert rows_of(path) == sorted(written)
@@ -220,7 +223,9 @@ def _upgrade_with_the_library(tmp_path: Path) -> None:
     schema.upgrade(cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("opener", [_open_with_the_store, _upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"])
+@pytest.mark.parametrize(
+    "opener", [_open_with_the_store, _upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"]
+)
 @pytest.mark.parametrize("header_in_wal", [False, True], ids=["header-in-file", "header-in-wal"])
 @pytest.mark.parametrize(
     ("application_id", "user_version", "error"),
@@ -345,7 +350,9 @@ def test_a_schema_migrated_by_another_program_while_in_use_gets_no_rows_of_ours(
 def test_the_cli_upgrade_refuses_a_foreign_wal_file_keeping_its_bytes(tmp_path: Path, header_in_wal: bool) -> None:
     from uniqc_store import cli
 
-    wal_file_with_a_hot_wal(tmp_path / DB_FILENAME, application_id=0x0BADF00D, user_version=0, header_in_wal=header_in_wal)
+    wal_file_with_a_hot_wal(
+        tmp_path / DB_FILENAME, application_id=0x0BADF00D, user_version=0, header_in_wal=header_in_wal
+    )
     before = snapshot(tmp_path)
     assert cli.main(["--cache-dir", str(tmp_path), "upgrade"]) == 2
     assert_file_and_wal_unchanged(tmp_path, before)

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from dbutil import raw_rows
 from uniqc_store import CURRENT_SCHEMA_VERSION, HEAD_REVISION, schema
 from uniqc_store.database import SQLITE_BUSY_TIMEOUT_S
+
+from dbutil import raw_rows
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,6 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from conftest import create_server_database
-from dbutil import raw_rows
-from uniqc_files import header, rows_of, write_foreign_file, write_uniqc_v1_file
 from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -27,8 +24,12 @@ from uniqc_store import (
     SchemaTooNewError,
     TaskInfo,
     TaskStore,
+    schema,
 )
-from uniqc_store import schema
+
+from conftest import create_server_database
+from dbutil import raw_rows
+from uniqc_files import header, rows_of, write_foreign_file, write_uniqc_v1_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,9 @@ def tables(url: str) -> set[str]:
 
 def state(url: str) -> tuple:
     """(alembic revision, user_version or None) as the database says."""
-    revision = raw_rows(url, "SELECT version_num FROM uniqc_store_version") if "uniqc_store_version" in tables(url) else []
+    revision = (
+        raw_rows(url, "SELECT version_num FROM uniqc_store_version") if "uniqc_store_version" in tables(url) else []
+    )
     user_version = None
     if url.startswith("sqlite"):
         user_version = raw_rows(url, "PRAGMA user_version")[0][0]
@@ -64,7 +67,7 @@ def expected_user_version(url: str, revision: str | None) -> int | None:
 
 def test_there_is_a_single_head_and_the_library_knows_it() -> None:
     assert script().get_heads() == [HEAD_REVISION]
-    assert CURRENT_SCHEMA_VERSION == int(HEAD_REVISION)
+    assert int(HEAD_REVISION) == CURRENT_SCHEMA_VERSION
 
 
 def test_revision_ids_are_consecutive_zero_padded_integers() -> None:
@@ -141,7 +144,7 @@ def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str,
     with TaskStore(url=db_url) as store:
         store.save(TaskInfo("t", "sim"))
     before = (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
-    with pytest.raises(MigrationError, match="rolled back completely.*revision 0002 failed half-way"):
+    with pytest.raises(MigrationError, match=r"rolled back completely.*revision 0002 failed half-way"):
         schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, FAILING))
     assert (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
     with TaskStore(url=db_url) as store:
@@ -149,7 +152,10 @@ def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str,
 
 
 FAILING_AFTER_DDL = """
-op.execute("INSERT INTO tasks (task_id, backend, status, submit_time, update_time) VALUES ('by-0002', 'sim', 'pending', 't', 't')")
+op.execute(
+    "INSERT INTO tasks (task_id, backend, status, submit_time, update_time) "
+    "VALUES ('by-0002', 'sim', 'pending', 't', 't')"
+)
 op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
 op.add_column("tasks", sa.Column("note", sa.Text))
 raise RuntimeError("revision 0002 failed half-way")
@@ -171,7 +177,12 @@ def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: P
         # What it says is what happened: the row, the table and the column stayed, the version did not move.
         assert state(url) == ("0001", None)
         assert "extra" in tables(url)
-        assert "note" in [column for (column,) in raw_rows(url, "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'tasks'")]
+        columns = raw_rows(
+            url,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = 'tasks'",
+        )
+        assert "note" in [column for (column,) in columns]
         assert raw_rows(url, "SELECT task_id FROM tasks") == [("by-0002",)]
     finally:
         drop()
@@ -186,7 +197,8 @@ def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) ->
 
 
 def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url: str, tmp_path: Path) -> None:
-    schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'))
+    extra_table = 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'
+    schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, extra_table))
     assert state(db_url) == ("0002", expected_user_version(db_url, "0002"))
     before = tables(db_url)
     with pytest.raises(SchemaTooNewError, match="Upgrade uniqc_store"):
@@ -214,7 +226,9 @@ def _alembic(args: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT) -> 
 
 
 def test_the_alembic_command_line_upgrades_reports_and_downgrades(db_url: str) -> None:
-    run = lambda *args: _alembic(["-x", f"url={db_url}", *args], {})  # noqa: E731
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return _alembic(["-x", f"url={db_url}", *args], {})
+
     assert run("upgrade", "head").returncode == 0
     current = run("current")
     assert current.returncode == 0 and "0001 (head)" in current.stdout
@@ -227,7 +241,9 @@ def test_the_alembic_command_line_upgrades_reports_and_downgrades(db_url: str) -
         assert store.count() == 1
 
 
-def test_the_alembic_command_line_uses_the_environment_then_the_default_file(tmp_path: Path, isolated_home: Path) -> None:
+def test_the_alembic_command_line_uses_the_environment_then_the_default_file(
+    tmp_path: Path, isolated_home: Path
+) -> None:
     env_file = tmp_path / "from-env.sqlite"
     out = _alembic(["upgrade", "head"], {"HOME": str(isolated_home), "UNIQC_STORE_URL": f"sqlite:///{env_file}"})
     assert out.returncode == 0, out.stderr

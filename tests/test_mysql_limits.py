@@ -16,13 +16,17 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, exc
 
-from conftest import create_server_database
-from dbutil import raw_rows
 from uniqc_store import InvalidTaskError, TaskInfo, TaskStore
 from uniqc_store.records import task_row, utc_now
 from uniqc_store.store import _upsert
 
-ROW = "SELECT task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json FROM tasks ORDER BY task_id"
+from conftest import create_server_database
+from dbutil import raw_rows
+
+ROW = (
+    "SELECT task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json "
+    "FROM tasks ORDER BY task_id"
+)
 
 
 @pytest.fixture
@@ -80,7 +84,7 @@ def test_a_result_one_byte_over_the_servers_limit_is_refused_and_nothing_changes
         # caller got ("Got a packet bigger than 'max_allowed_packet'" or "server has gone away").
         engine = create_engine(mysql_url)
         try:
-            with pytest.raises(exc.OperationalError, match="max_allowed_packet|gone away"), engine.begin() as conn:
+            with pytest.raises(exc.OperationalError, match=r"max_allowed_packet|gone away"), engine.begin() as conn:
                 conn.execute(_upsert("mysql"), task_row(over, utc_now()))
         finally:
             engine.dispose()
@@ -111,7 +115,11 @@ def test_save_many_with_one_task_over_the_limit_writes_nothing(mysql_url: str, l
     with TaskStore(url=mysql_url) as store:
         store.save(TaskInfo("kept", "sim", shots=1))
         before = raw_rows(mysql_url, ROW)
-        tasks = [TaskInfo("new", "sim"), TaskInfo("kept", "changed", shots=2), TaskInfo("huge", "sim", result=blob(limit))]
+        tasks = [
+            TaskInfo("new", "sim"),
+            TaskInfo("kept", "changed", shots=2),
+            TaskInfo("huge", "sim", result=blob(limit)),
+        ]
         stamps = [task.update_time for task in tasks]
         with pytest.raises(InvalidTaskError, match=r"^tasks\[2\]: task 'huge': result is too large"):
             store.save_many(tasks)

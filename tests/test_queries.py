@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dbutil import raw_rows
 from uniqc_store import TERMINAL_STATUSES, TaskInfo, TaskStatus, TaskStore
+
+from dbutil import raw_rows
 
 
 def _task(task_id: str, submit_time: str, status: str = "pending", backend: str = "sim") -> TaskInfo:

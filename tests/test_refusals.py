@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_files import assert_file_and_wal_unchanged, snapshot, wal_file_with_a_hot_wal
 from uniqc_store import DB_FILENAME, ForeignDatabaseError, TaskInfo, TaskStore, cli, schema
+
+from uniqc_files import assert_file_and_wal_unchanged, snapshot, wal_file_with_a_hot_wal
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from dbutil import raw_rows
 from uniqc_store import InvalidTaskError, TaskInfo, TaskStatus, TaskStore
+
+from dbutil import raw_rows
 
 
 def test_a_saved_task_reads_back_with_every_field(store: TaskStore) -> None:

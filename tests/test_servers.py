@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from conftest import create_server_database, server_admin_url
 from uniqc_store import DatabaseError, InvalidTaskError, TaskInfo, TaskStore
+
+from conftest import create_server_database, server_admin_url
 
 PASSWORD = "S3cret-Pa55word"
 

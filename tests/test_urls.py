@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from conftest import create_server_database, server_admin_url
 from uniqc_store import DatabaseError, TaskInfo, TaskStore, UnsupportedDatabaseError
 from uniqc_store.cli import main
 from uniqc_store.database import mask, resolve_url
+
+from conftest import create_server_database, server_admin_url
 
 # Characters that URLs, conninfo strings and repr() all spell differently.
 SECRET = "S3cr3t-p@ss/w:rd+x y"
@@ -228,7 +229,9 @@ def test_a_store_logged_in_with_a_query_password_never_shows_it(
     assert_hidden(*shown, out)
 
 
-def test_a_wrong_query_password_is_reported_without_it(mysql_url_with_passwd: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_wrong_query_password_is_reported_without_it(
+    mysql_url_with_passwd: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     wrong = make_url(mysql_url_with_passwd).update_query_dict({"passwd": SECRET[::-1]}).render_as_string(
         hide_password=False
     )

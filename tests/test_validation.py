@@ -134,7 +134,10 @@ def test_cache_dir_and_url_together_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("module", "url", "extra"),
-    [("psycopg", "postgresql+psycopg://u@127.0.0.1/d", "postgresql"), ("pymysql", "mysql+pymysql://u@127.0.0.1/d", "mysql")],
+    [
+        ("psycopg", "postgresql+psycopg://u@127.0.0.1/d", "postgresql"),
+        ("pymysql", "mysql+pymysql://u@127.0.0.1/d", "mysql"),
+    ],
     ids=["postgresql", "mysql"],
 )
 def test_a_missing_driver_names_the_extra_to_install(module: str, url: str, extra: str, tmp_path: Path) -> None:

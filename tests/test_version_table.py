@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from dbutil import raw_rows
-from test_migrations import _alembic
 from uniqc_store import DatabaseRefusedError, SchemaTooNewError, TaskInfo, TaskStore
 from uniqc_store.schema import HEAD_REVISION, LEGACY_VERSION_TABLE, VERSION_TABLE
+
+from dbutil import raw_rows
+from test_migrations import _alembic
 
 
 def _execute(url: str, *statements: str) -> None:

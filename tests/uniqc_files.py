@@ -89,12 +89,20 @@ def write_foreign_file(path: Path, application_id: int) -> None:
 
 
 def wal_file_with_a_hot_wal(
-    path: Path, *, application_id: int, user_version: int, header_in_wal: bool, ddl: str = "CREATE TABLE notes(body TEXT)"
+    path: Path,
+    *,
+    application_id: int,
+    user_version: int,
+    header_in_wal: bool,
+    ddl: str = "CREATE TABLE notes(body TEXT)",
 ) -> None:
     """A WAL-mode file whose writer died (os._exit) with its last transaction only in the -wal,
     so the next connection to close would checkpoint it; with ``header_in_wal`` the refusing
     values themselves are in that transaction."""
-    header = f"conn.execute('PRAGMA application_id = {application_id}'); conn.execute('PRAGMA user_version = {user_version}')"
+    header = (
+        f"conn.execute('PRAGMA application_id = {application_id}'); "
+        f"conn.execute('PRAGMA user_version = {user_version}')"
+    )
     code = "\n".join([
         "import os, sqlite3",
         f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)",

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _location_options() -> argparse.ArgumentParser:
+def _location_options() -> _Parser:
     """The options that choose the database, accepted before or after the command.
 
     Their default is SUPPRESS so that a command's parser never overwrites a value given before it.
@@ -124,14 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help and --version
         return stop.code if isinstance(stop.code, int) else EXIT_OK
     try:
-        return args.handler(args)
+        handler: Handler = args.handler
+        return handler(args)
     except BrokenPipeError:
         return _stdout_closed()
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except (StoreError, sa_exc.SQLAlchemyError, OSError) as error:
         return _fail(_describe(error, args), EXIT_ERROR)
-    except Exception as error:  # a bug of ours: still one line, and a status scripts can test
+    except Exception as error:  # noqa: BLE001 - a bug of ours: still one line, and a status scripts can test
         return _fail(database.scrub(f"unexpected {type(error).__name__}: {error}", _hidden(args)), EXIT_ERROR)
 
 
@@ -254,7 +255,8 @@ def _revision_label(revision: str | None) -> str:
 
 def _location(info: dict[str, Any]) -> str:
     """The SQLite file's path, or the server's URL with its password hidden."""
-    return info.get("path") or info["url"]
+    location: str = info.get("path") or info["url"]
+    return location
 
 
 def _all_counts(present: dict[str, int]) -> dict[str, int]:
@@ -291,7 +293,7 @@ def format_table(
     lines = []
     for row in table:
         cells = []
-        for header, text, width in zip(headers, row, widths):
+        for header, text, width in zip(headers, row, widths, strict=False):  # cells past the headers: not shown
             pad = " " * (width - _width(text))
             cells.append(pad + text if header in right else text + pad)
         lines.append("  ".join(cells).rstrip())
@@ -345,7 +347,9 @@ def _target(args: argparse.Namespace) -> str:
         url = database.resolve_url(getattr(args, "cache_dir", None), getattr(args, "url", None))
     except StoreError:
         return "the database"
-    return url.database if url.get_backend_name() == "sqlite" else database.mask(url)
+    if url.get_backend_name() == "sqlite" and url.database is not None:  # resolve_url() sets it
+        return url.database
+    return database.mask(url)
 
 
 def _fail(message: str, status: int) -> int:

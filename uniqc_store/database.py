@@ -16,11 +16,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from .errors import (
     DatabaseError,
@@ -31,18 +31,18 @@ from .errors import (
     StoreError,
 )
 from .execution import SQLITE_BUSY_SLICE_S, SQLITE_BUSY_TIMEOUT_S, CoreTx, SQLiteTx, Tx, execute_waiting
-from .urls import (  # noqa: F401  (resolve_url and the constants are used as database.*)
-    DB_FILENAME,
-    DEFAULT_CACHE_DIR,
-    ENV_URL,
-    SUPPORTED,
-    default_cache_dir,
-    mask,
-    resolve_url,
-    scrub,
-    scrub_exception,
-    secrets,
-)
+
+# Re-exported ("X as X"): the package, the CLI and the store use them as database.*.
+from .urls import DB_FILENAME as DB_FILENAME
+from .urls import DEFAULT_CACHE_DIR as DEFAULT_CACHE_DIR
+from .urls import ENV_URL as ENV_URL
+from .urls import SUPPORTED as SUPPORTED
+from .urls import default_cache_dir as default_cache_dir
+from .urls import mask as mask
+from .urls import resolve_url as resolve_url
+from .urls import scrub as scrub
+from .urls import scrub_exception as scrub_exception
+from .urls import secrets as secrets
 
 #: Files that SQLite keeps beside a database, by suffix.
 SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
@@ -108,7 +108,10 @@ class Database:
         self.display_url = mask(url)
         self.dialect = url.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
-        self.path = Path(url.database) if self.is_sqlite else None
+        self.path: Path | None = None
+        if self.is_sqlite:
+            assert url.database is not None  # resolve_url() gives every SQLite URL a file path
+            self.path = Path(url.database)
         self.engine = _create_engine(url)
         self._migration_engine: Engine | None = None
         self.ready = False
@@ -142,7 +145,7 @@ class Database:
             if self.is_sqlite:
                 raw = self.engine.raw_connection()
                 try:
-                    cursor = raw.cursor()
+                    cursor = cast(sqlite3.Cursor, raw.cursor())  # pysqlite's; typed as the generic DBAPICursor
                     if cursor.connection.in_transaction:
                         _end_transaction(raw)  # left open by an interrupted earlier use
                     if write:
@@ -221,7 +224,8 @@ class Database:
     def has_connections(self) -> bool:
         """True if the store's engine holds any connection, idle or in use."""
         pool: Any = self.engine.pool
-        return pool.checkedin() + pool.checkedout() > 0
+        held: int = pool.checkedin() + pool.checkedout()
+        return held > 0
 
     def secure_file(self) -> None:
         """Record the file found at head, and make it and its siblings private (0600) if they
@@ -352,7 +356,7 @@ def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
 
 def _configure_sqlite(engine: Engine, *, transactional_ddl: bool) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, connection_record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: sqlite3.Connection, connection_record: ConnectionPoolEntry) -> None:
         # pysqlite opens transactions implicitly and commits before DDL, which defeats
         # transactional DDL; take control of BEGIN ourselves (see _on_begin).
         dbapi_connection.isolation_level = None

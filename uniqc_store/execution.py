@@ -11,23 +11,33 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ClauseElement
 
+if TYPE_CHECKING:
+    from sqlalchemy import Select, TextClause
+    from sqlalchemy.sql.dml import UpdateBase
+    from typing_extensions import Unpack
+
+#: A SELECT of any columns.
+AnySelect: TypeAlias = "Select[Unpack[tuple[Any, ...]]]"
+#: What a transaction runs: statements that both compile (SQLite) and execute (servers).
+Statement: TypeAlias = "AnySelect | UpdateBase | TextClause"
+
 
 class Tx(Protocol):
     """The statements of one transaction; SQLite and servers run them differently."""
 
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
-        """Execute ``stmt`` and return all its rows."""
+    def rows(self, stmt: Statement, params: dict[str, Any] | None = None) -> Sequence[Any]:
+        """Execute ``stmt`` and return all its rows (sqlite3 tuples or SQLAlchemy ``Row``s)."""
 
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+    def rowcount(self, stmt: Statement, params: dict[str, Any] | None = None) -> int:
         """Execute ``stmt`` and return the number of rows it changed."""
 
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+    def many(self, stmt: Statement, rows: list[dict[str, Any]]) -> None:
         """Execute ``stmt`` once per parameter dict in ``rows``."""
 
 
@@ -94,7 +104,7 @@ class SQLiteTx:
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
 
-    def _execute(self, stmt: ClauseElement, params: dict[str, Any] | None) -> sqlite3.Cursor:
+    def _execute(self, stmt: Statement, params: dict[str, Any] | None) -> sqlite3.Cursor:
         sql, bound = _sqlite_sql(stmt)
         if bound:
             params = {**bound, **params} if params else bound
@@ -104,13 +114,13 @@ class SQLiteTx:
             return self._cursor.execute(sql, params or {})
         return execute_waiting(self._cursor, sql, params or {})
 
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> list[Any]:
+    def rows(self, stmt: Statement, params: dict[str, Any] | None = None) -> list[Any]:
         return self._execute(stmt, params).fetchall()
 
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+    def rowcount(self, stmt: Statement, params: dict[str, Any] | None = None) -> int:
         return self._execute(stmt, params).rowcount
 
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+    def many(self, stmt: Statement, rows: list[dict[str, Any]]) -> None:
         sql, bound = _sqlite_sql(stmt)
         self._cursor.executemany(sql, [{**bound, **row} for row in rows] if bound else rows)
 
@@ -128,11 +138,11 @@ class CoreTx:
         """The connection the statements run on (store.py sizes MySQL statements against it)."""
         return self._conn
 
-    def rows(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> Sequence[Any]:
+    def rows(self, stmt: Statement, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return self._conn.execute(stmt, params).all()
 
-    def rowcount(self, stmt: ClauseElement, params: dict[str, Any] | None = None) -> int:
+    def rowcount(self, stmt: Statement, params: dict[str, Any] | None = None) -> int:
         return self._conn.execute(stmt, params).rowcount
 
-    def many(self, stmt: ClauseElement, rows: list[dict[str, Any]]) -> None:
+    def many(self, stmt: Statement, rows: list[dict[str, Any]]) -> None:
         self._conn.execute(stmt, rows)

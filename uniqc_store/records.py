@@ -80,11 +80,11 @@ class TaskInfo:
     task_id: str
     backend: str
     status: str = TaskStatus.PENDING
-    result: dict | None = None
+    result: dict[str, Any] | None = None
     shots: int = 1000
     submit_time: str = field(default_factory=utc_now)
     update_time: str = field(default_factory=utc_now)
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a plain, JSON-serialisable dict of the fields (status as its plain value)."""
@@ -204,14 +204,14 @@ _SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _STR_TYPE = frozenset((str,))
 
 
-def _check_json_value(value: dict, name: str) -> None:
+def _check_json_value(value: dict[str, Any], name: str) -> None:
     """Refuse anything in ``value`` that JSON would lose, change or fail on.
 
     One iterative pass over the containers (no recursion, so any caller depth is fine) that also
     bounds the depth. A container of plain str keys and scalar values costs two C-level scans.
     Subclasses of str, int, float, dict and list pass: JSON gives back equal values.
     """
-    todo: list[tuple[Any, int, tuple]] = [(value, 1, ())]
+    todo: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 1, ())]
     while todo:
         node, depth, path = todo.pop()
         if isinstance(node, dict):
@@ -230,13 +230,13 @@ def _check_json_value(value: dict, name: str) -> None:
                 continue
             if kind is dict or kind is list or isinstance(item, (dict, list)):
                 if depth >= MAX_JSON_DEPTH:
-                    _refuse_depth(value, name, path + (key,))
-                todo.append((item, depth + 1, path + (key,)))
+                    _refuse_depth(value, name, (*path, key))
+                todo.append((item, depth + 1, (*path, key)))
             elif not isinstance(item, (str, int, float)):
-                _refuse_type(item, name, path + (key,))
+                _refuse_type(item, name, (*path, key))
 
 
-def _where(name: str, path: tuple) -> str:
+def _where(name: str, path: tuple[Any, ...]) -> str:
     """``result['a'][0]``; long paths keep their first and last steps."""
     steps = [f"[{key!r}]" for key in path]
     if len(steps) > 8:
@@ -244,7 +244,7 @@ def _where(name: str, path: tuple) -> str:
     return name + "".join(steps)
 
 
-def _check_keys(node: dict, name: str, path: tuple) -> None:
+def _check_keys(node: dict[Any, Any], name: str, path: tuple[Any, ...]) -> None:
     # JSON object keys are strings: json.dumps would write 0 and '0' alike (and True, None as
     # 'true', 'null'), so such a key comes back changed, or overwrites another.
     for key in node:
@@ -254,7 +254,7 @@ def _check_keys(node: dict, name: str, path: tuple) -> None:
             )
 
 
-def _refuse_type(item: object, name: str, path: tuple) -> None:
+def _refuse_type(item: object, name: str, path: tuple[Any, ...]) -> None:
     kind = type(item).__name__
     if isinstance(item, tuple):
         raise InvalidTaskTypeError(
@@ -266,7 +266,7 @@ def _refuse_type(item: object, name: str, path: tuple) -> None:
     )
 
 
-def _refuse_depth(value: dict, name: str, path: tuple) -> None:
+def _refuse_depth(value: dict[str, Any], name: str, path: tuple[Any, ...]) -> None:
     # A container that contains itself is endlessly deep: say so (only on this error path).
     seen = {id(value)}
     node: Any = value
@@ -287,7 +287,7 @@ def _in_fresh_thread(function: Callable[[Any], Any], argument: Any) -> Any:
     def run() -> None:
         try:
             outcome.append((True, function(argument)))
-        except BaseException as exc:  # handed over to the calling thread below
+        except BaseException as exc:  # noqa: BLE001 - handed over to the calling thread, which re-raises it
             outcome.append((False, exc))
 
     worker = threading.Thread(target=run, name="uniqc_store-json", daemon=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +46,14 @@ from .models import Base
 if TYPE_CHECKING:  # Alembic is imported only when a migration runs: opening at head stays cheap
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext, MigrationInfo
 
 try:  # advisory file locks; without them (Windows) SQLite's own locking still protects the data
     import fcntl
+
+    _HAVE_FLOCK = True
 except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+    _HAVE_FLOCK = False
 
 APPLICATION_ID = 0x554E4943  # b"UNIC"
 #: The newest revision this library knows; a test checks it against the script directory, so
@@ -285,7 +287,8 @@ def still_at_head(db: Database) -> bool:
     try:
         with db.transaction(write=False) as tx:
             if db.is_sqlite:
-                return tx.rows(_USER_VERSION)[0][0] == CURRENT_SCHEMA_VERSION
+                user_version: int = tx.rows(_USER_VERSION)[0][0]
+                return user_version == CURRENT_SCHEMA_VERSION
             return [tuple(row) for row in tx.rows(_REVISION)] == [(HEAD_REVISION,)]
     except DatabaseError:
         return False  # ensure_schema() then finds out what is wrong, and says so
@@ -480,7 +483,7 @@ def _directory_lock(db: Database) -> Iterator[None]:
     file's directory (never on the database file itself: closing another descriptor of that
     file would drop SQLite's own POSIX locks)."""
     assert db.path is not None
-    if fcntl is None:  # pragma: no cover
+    if not _HAVE_FLOCK:  # pragma: no cover
         yield
         return
     try:
@@ -680,8 +683,11 @@ def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
         conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-def _stamp_header(*, ctx: MigrationContext, step: Any, heads: set[str], run_args: Any) -> None:
-    """``on_version_apply`` hook: write the SQLite header inside the step's own transaction."""
+def _stamp_header(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+) -> None:
+    """``on_version_apply`` hook (Alembic passes each argument by name): write the SQLite header
+    inside the step's own transaction."""
     if ctx.dialect.name != "sqlite":
         return  # servers: the version table alone is the version record
     version = max((int(head) for head in heads), default=0)
@@ -693,9 +699,7 @@ def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, com
     """Keep server-only bookkeeping (the insertion sequence) out of autogenerate's comparison."""
     if type_ == "column" and reflected and name in SERVER_ONLY_COLUMNS.get(obj.table.name, ()):
         return False
-    if type_ in ("index", "unique_constraint") and reflected and name in SERVER_ONLY_INDEXES:
-        return False
-    return True
+    return not (type_ in ("index", "unique_constraint") and reflected and name in SERVER_ONLY_INDEXES)
 
 
 __all__ = [

@@ -108,7 +108,8 @@ def _inspect(uri: str, version_tables: tuple[str, ...], tables: tuple[str, ...])
             "SELECT * FROM pragma_application_id(), pragma_user_version()"
         ).fetchone()
         objects = frozenset(
-            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
         )
         columns = {
             table: [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]

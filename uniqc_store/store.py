@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import builtins
-import functools
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Delete, Select, bindparam, delete, func, literal_column, select
+from sqlalchemy import BigInteger, ColumnClause, Delete, Insert, Table, bindparam, delete, func, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.sql import ClauseElement
 
 from . import database, schema
-from .execution import CoreTx, Tx
 from .errors import DatabaseError, InvalidTaskError, InvalidTaskTypeError
+from .execution import AnySelect, CoreTx, Tx
 from .models import Task
 from .records import (
     TERMINAL_STATUSES,
@@ -31,7 +30,7 @@ from .records import (
     utc_now,
 )
 
-_table = Task.__table__
+_table = cast(Table, Task.__table__)  # typed as FromClause: Task, declared by __tablename__, maps a Table
 _COLUMNS = [_table.c[name] for name in (
     "task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json",
 )]
@@ -40,23 +39,31 @@ _UPDATED = [c.name for c in _COLUMNS if c.name not in ("task_id", "submit_time")
 _NO_LIMIT = 2**63 - 1
 
 
-def _upsert(dialect: str) -> Any:
+def _upsert(dialect: str) -> Insert:
     """Each dialect's native upsert, keeping the first submit_time."""
     if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(_table)
-        return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in _UPDATED})
-    stmt = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(_table)
-    return stmt.on_conflict_do_update(index_elements=["task_id"], set_={name: stmt.excluded[name] for name in _UPDATED})
+        on_duplicate = mysql.insert(_table)
+        return on_duplicate.on_duplicate_key_update({name: on_duplicate.inserted[name] for name in _UPDATED})
+    on_conflict = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(_table)
+    return on_conflict.on_conflict_do_update(
+        index_elements=["task_id"], set_={name: on_conflict.excluded[name] for name in _UPDATED}
+    )
 
 
 class _Statements:
     """The statements of one dialect, each built once: SQLAlchemy's compiled cache (servers) and
-    the SQLite SQL cache (database.py) then always hit, and nothing is rebuilt per call."""
+    the SQLite SQL cache (execution.py, keyed by the statement's id) then always hit, and nothing
+    is rebuilt per call.
+
+    The variants of ``list``, ``count`` and ``clear`` are built on first use and kept in dicts of
+    this instance, one per dialect for the life of the process; ``setdefault`` keeps the first
+    one built, so racing threads all get the same statement object.
+    """
 
     def __init__(self, dialect: str) -> None:
         # Ties of submit_time: the most recently inserted first, by SQLite's rowid or the
         # servers' database-numbered seq column (see revision 0001).
-        self._tie = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
+        self._tie: ColumnClause[Any] = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
         self.upsert = _upsert(dialect)
         self.get = select(*_COLUMNS).where(_table.c.task_id == bindparam("task_id"))
         self.delete = delete(_table).where(_table.c.task_id == bindparam("task_id"))
@@ -64,27 +71,38 @@ class _Statements:
         self.count_by_status = (
             select(_table.c.status, func.count()).group_by(_table.c.status).order_by(_table.c.status)
         )
+        self._lists: dict[tuple[bool, bool, bool, bool], AnySelect] = {}
+        self._counts: dict[tuple[bool, bool], AnySelect] = {}
+        self._clears: dict[tuple[str, ...], Delete] = {}
 
-    @functools.cache
-    def list(self, status: bool, backend: bool, limit: bool, offset: bool) -> Select:
-        stmt = _where(select(*_COLUMNS), status, backend)
-        stmt = stmt.order_by(_table.c.submit_time.desc(), self._tie.desc())
-        if limit:
-            stmt = stmt.limit(bindparam("limit", type_=BigInteger))
-        if offset:
-            stmt = stmt.offset(bindparam("offset", type_=BigInteger))
+    def list(self, status: bool, backend: bool, limit: bool, offset: bool) -> AnySelect:
+        key = (status, backend, limit, offset)
+        stmt = self._lists.get(key)
+        if stmt is None:
+            stmt = _where(select(*_COLUMNS), status, backend)
+            stmt = stmt.order_by(_table.c.submit_time.desc(), self._tie.desc())
+            if limit:
+                stmt = stmt.limit(bindparam("limit", type_=BigInteger))
+            if offset:
+                stmt = stmt.offset(bindparam("offset", type_=BigInteger))
+            stmt = self._lists.setdefault(key, stmt)
         return stmt
 
-    @functools.cache
-    def count(self, status: bool, backend: bool) -> Select:
-        return _where(select(func.count()).select_from(_table), status, backend)
+    def count(self, status: bool, backend: bool) -> AnySelect:
+        key = (status, backend)
+        stmt = self._counts.get(key)
+        if stmt is None:
+            stmt = self._counts.setdefault(key, _where(select(func.count()).select_from(_table), status, backend))
+        return stmt
 
-    @functools.cache
     def clear(self, statuses: tuple[str, ...]) -> Delete:
-        return delete(_table).where(_table.c.status.in_(statuses))
+        stmt = self._clears.get(statuses)
+        if stmt is None:
+            stmt = self._clears.setdefault(statuses, delete(_table).where(_table.c.status.in_(statuses)))
+        return stmt
 
 
-def _where(stmt: Any, status: bool, backend: bool) -> Any:
+def _where(stmt: AnySelect, status: bool, backend: bool) -> AnySelect:
     if status:
         stmt = stmt.where(_table.c.status == bindparam("status"))
     if backend:
@@ -186,7 +204,10 @@ def _too_large(
     field = max(fields, key=fields.__getitem__)
     needed = size + 2
     if needed > _MAX_PACKET_CEILING:
-        remedy = f"No server takes a statement this large (max_allowed_packet is at most {_MAX_PACKET_CEILING:,}): make the {field} smaller."
+        remedy = (
+            f"No server takes a statement this large (max_allowed_packet is at most {_MAX_PACKET_CEILING:,}): "
+            f"make the {field} smaller."
+        )
     else:
         suggested = -(-needed // (1 << 20)) << 20  # whole MiB
         remedy = (
@@ -414,12 +435,13 @@ class TaskStore:
         """Count tasks, optionally only those with ``status`` and/or on ``backend``."""
         params = self._filters(status, backend)
         with self._transaction() as tx:
-            return tx.rows(self._sql.count("status" in params, "backend" in params), params)[0][0]
+            count: int = tx.rows(self._sql.count("status" in params, "backend" in params), params)[0][0]
+        return count
 
     def count_by_status(self) -> dict[str, int]:
         """Return ``{status: number of tasks}`` for the statuses present."""
         with self._transaction() as tx:
-            return {status: n for status, n in tx.rows(self._sql.count_by_status)}
+            return dict(tx.rows(self._sql.count_by_status))
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""

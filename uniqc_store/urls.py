@@ -130,9 +130,7 @@ def resolve_url(cache_dir: Path | str | None = None, url: str | URL | None = Non
         return _normalise_url(url)
     if not isinstance(cache_dir, (str, os.PathLike)):
         raise InvalidTaskTypeError(f"cache_dir must be a path or a str, got {type(cache_dir).__name__}")
-    text = os.fspath(cache_dir)
-    if isinstance(text, bytes):  # a PathLike may return bytes
-        text = os.fsdecode(text)
+    text = os.fsdecode(cache_dir)  # os.fspath(), then decoded if a PathLike returned bytes
     return URL.create("sqlite", database=_sqlite_path(text, "cache_dir", directory=True))
 
 

@@ -54,7 +54,9 @@ def upgrade() -> None:
     op.create_table("tasks", *columns, **options)
     if name in ("mysql", "mariadb"):
         # AUTO_INCREMENT must be a key; SQLAlchemy renders it only for primary keys.
-        op.execute("ALTER TABLE tasks ADD COLUMN seq BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY tasks_seq_key (seq)")
+        op.execute(
+            "ALTER TABLE tasks ADD COLUMN seq BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY tasks_seq_key (seq)"
+        )
     op.create_index("tasks_backend_idx", "tasks", ["backend"])
     op.create_index("tasks_status_idx", "tasks", ["status"])
     op.create_index("tasks_submit_time_idx", "tasks", ["submit_time"])
