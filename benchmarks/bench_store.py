@@ -14,8 +14,8 @@ The script is not part of the test run. Progress goes to stderr, the report to s
 ``TaskStore.save_many`` does not exist, the bulk-load row reads "n/a (save_many missing)".
 ``--quick``: 2 rounds, fewer calls per round, one bulk load and one multi-process run each.
 
-Contenders, each on its own copy of the same v1 file (created by ``TaskStore``, so header,
-DDL, indexes, WAL mode and rows are byte-for-byte the same):
+Contenders, each on its own copy of the same file at the head revision (created by ``TaskStore``,
+so header, DDL, indexes, WAL mode and rows are byte-for-byte the same):
 
 * ``project``: ``uniqc_store.TaskStore`` through its public API only.
 * ``B1`` (per-call connection, uniqc's original way): a new ``sqlite3`` connection for every
@@ -46,7 +46,7 @@ and the multi-process run give one sample per round each; their ratios pair by r
   store on the same directory is open (the steady state of a process that constructs stores
   per request); B1 opens (a connection reading the header) then gets on a new connection.
 * ``list(status, limit=50)`` / ``count(status)``: over ``--tasks`` tasks (default 100,000).
-* ``bulk load``: ``--tasks`` tasks into an empty copy of the v1 file: project
+* ``bulk load``: ``--tasks`` tasks into an empty copy of the file: project
   ``TaskStore.save_many``; B2 one ``executemany`` inside ``BEGIN IMMEDIATE``/``COMMIT``; B1
   ``executemany`` on one per-call connection. Opening the store/connection is outside the timing
   for project and B2 and inside it for B1 (that is its way).
@@ -107,18 +107,21 @@ if os.path.isdir(os.path.join(_REPO, "uniqc_store")) and _REPO not in sys.path:
 
 import uniqc_store  # noqa: E402 - after the isolation above: importing reads HOME
 from uniqc_store import TaskInfo, TaskStore  # noqa: E402 - after the isolation above
-from uniqc_store.records import task_from_row  # noqa: E402 - after the isolation above
+from uniqc_store.rows import task_decoder  # noqa: E402 - after the isolation above
+from uniqc_store.versions import LAYOUTS  # noqa: E402 - after the isolation above
 
 DB_FILENAME = "tasks.sqlite"
 APPLICATION_ID = 0x554E4943
-USER_VERSION = 1
+USER_VERSION = uniqc_store.CURRENT_SCHEMA_VERSION
 BUSY_TIMEOUT_S = 60.0  # the same busy timeout as the project's, so nobody fails under contention
 LIST_STATUS = "running"
 LIST_LIMIT = 50
 
-_COLS = "task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json"
+# The baselines read and write uniqc's v1 columns of ``tasks`` (the later ones keep their defaults).
+V1_COLUMNS = [column.name for column in LAYOUTS[1]["tasks"].columns]
+_COLS = ", ".join(V1_COLUMNS)
 SQL_UPSERT = (
-    f"INSERT INTO tasks ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO tasks ({_COLS}) VALUES ({', '.join('?' * len(V1_COLUMNS))}) "
     "ON CONFLICT(task_id) DO UPDATE SET backend = excluded.backend, status = excluded.status, "
     "shots = excluded.shots, update_time = excluded.update_time, "
     "result_json = excluded.result_json, metadata_json = excluded.metadata_json"
@@ -158,7 +161,7 @@ def encode(task: TaskInfo, now: str) -> tuple[Any, ...]:
 
 
 # Rows become TaskInfo objects exactly as the store makes them (same code, same cost).
-decode = task_from_row
+decode = task_decoder(V1_COLUMNS)
 
 
 # -- the contenders -------------------------------------------------------------------------------
@@ -237,7 +240,7 @@ class PerCall:
         finally:
             conn.close()
         if application_id != APPLICATION_ID or user_version != USER_VERSION:
-            raise RuntimeError(f"{self.path}: not a v1 uniqc file ({application_id:#x}, {user_version})")
+            raise RuntimeError(f"{self.path}: not a uniqc file at head ({application_id:#x}, {user_version})")
 
     def save(self, task: TaskInfo) -> None:
         now = utc_now()
@@ -436,7 +439,7 @@ def checkpointed_copy(source: Path, directory: Path) -> Path:
 
 
 def build_template(root: Path) -> Path:
-    """An empty v1 file exactly as TaskStore creates it, checkpointed so it can be copied."""
+    """An empty file exactly as TaskStore creates it, checkpointed so it can be copied."""
     directory = root / "template-empty"
     store = TaskStore(directory)
     store.count()

@@ -15,3 +15,14 @@ def raw_rows(url: str, sql: str, **params: Any) -> list[tuple]:
             return [tuple(row) for row in conn.execute(text(sql), params)]
     finally:
         engine.dispose()
+
+
+def raw_execute(url: str, *statements: str, **params: Any) -> None:
+    """Run ``statements`` on ``url`` in one committed transaction of a throwaway engine."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.execute(text(sql), params)
+    finally:
+        engine.dispose()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from uniqc_store import DB_FILENAME, HEAD_REVISION, TaskInfo, TaskStore
+from uniqc_store import DB_FILENAME, HEAD_REVISION, TaskInfo, TaskShard, TaskStore
 from uniqc_store.cli import main
 
 from uniqc_files import snapshot, write_uniqc_v1_file
@@ -162,6 +162,9 @@ def test_info_prints_location_version_header_and_counts(capsys: pytest.CaptureFi
         "failed": "1",
         "cancelled": "1",
         "total": "5",
+        "shards": "0",
+        "archived": "0",
+        "archived_shards": "0",
     }
 
 
@@ -177,6 +180,7 @@ def test_info_json_parses_and_counts_every_status(capsys: pytest.CaptureFixture[
     )
     assert info["counts"] == {"pending": 1, "running": 1, "success": 0, "failed": 0, "cancelled": 0}
     assert info["total"] == 2
+    assert (info["shards"], info["archived"], info["archived_shards"]) == (0, 0, 0)
 
 
 # -- list ----------------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ def test_show_prints_the_task_as_indented_json(capsys: pytest.CaptureFixture[str
     result = run(capsys, "--cache-dir", populated, "show", "d-pending")
     assert (result.code, result.err) == (0, "")
     with TaskStore(populated) as store:
-        expected = store.get("d-pending").to_dict()
+        expected = {**store.get("d-pending").to_dict(), "shards": []}
     assert result.out == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
     assert json.loads(result.out)["metadata"] == {"circuit": "量子"}
 
@@ -279,6 +283,158 @@ def test_a_missing_task_exits_1_with_one_error_line(
     assert len(stored(populated)) == len(TASKS)
 
 
+# -- shards and the archive ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sharded(populated: Path) -> Path:
+    """:data:`TASKS`, two shards of b-running (saved out of order), one of e-cancelled."""
+    with TaskStore(populated) as store:
+        store.save_shard(TaskShard("b-running", 1, "platform-1", "dummy", circuit_count=2, sub_index_offset=1))
+        store.save_shard(TaskShard("b-running", 0, "platform-0", "dummy", status="success", result=[{"0": 5}]))
+        store.save_shard(TaskShard("e-cancelled", 0, "platform-e", "dummy", status="cancelled"))
+    return populated
+
+
+def test_show_includes_the_tasks_shards_in_index_order(capsys: pytest.CaptureFixture[str], sharded: Path) -> None:
+    result = run(capsys, "--cache-dir", sharded, "show", "b-running")
+    assert (result.code, result.err) == (0, "")
+    shown = json.loads(result.out)
+    with TaskStore(sharded) as store:
+        shards = [shard.to_dict() for shard in store.get_shards("b-running")]
+        assert shown == {**store.get("b-running").to_dict(), "shards": shards}
+    assert [(s["shard_index"], s["platform_task_id"], s["result"]) for s in shown["shards"]] == [
+        (0, "platform-0", [{"0": 5}]),
+        (1, "platform-1", None),
+    ]
+    assert shown["archived_at"] is None
+
+
+def test_show_finds_an_archived_task_with_its_shards_and_says_it_is_archived(
+    capsys: pytest.CaptureFixture[str], sharded: Path
+) -> None:
+    with TaskStore(sharded) as store:
+        store.archive_task("e-cancelled")
+        archived = store.get_archived("e-cancelled")
+    result = run(capsys, "--cache-dir", sharded, "show", "e-cancelled")
+    assert result.code == 0
+    shown = json.loads(result.out)
+    assert shown["archived_at"] == archived.archived_at is not None
+    assert [s["platform_task_id"] for s in shown["shards"]] == ["platform-e"]
+    assert result.err == (
+        f"uniqc-store: note: task e-cancelled is archived (since {archived.archived_at}); "
+        "'uniqc-store restore' moves it back\n"
+    )
+
+
+def test_info_counts_shards_and_the_archive(capsys: pytest.CaptureFixture[str], sharded: Path) -> None:
+    with TaskStore(sharded) as store:
+        store.archive_task("e-cancelled")
+        store.archive_task("a-success")
+    text = run(capsys, "--cache-dir", sharded, "info")
+    fields = {key: value.strip() for key, value in (line.split(":", 1) for line in text.out.splitlines())}
+    assert (fields["total"], fields["shards"], fields["archived"], fields["archived_shards"]) == ("3", "2", "2", "1")
+    info = json.loads(run(capsys, "--cache-dir", sharded, "info", "--json").out)
+    assert (info["total"], info["shards"], info["archived"], info["archived_shards"]) == (3, 2, 2, 1)
+    assert sum(info["counts"].values()) == info["total"]
+
+
+def test_archive_moves_the_task_and_its_shards_and_restore_moves_them_back(
+    capsys: pytest.CaptureFixture[str], sharded: Path
+) -> None:
+    result = run(capsys, "--cache-dir", sharded, "archive", "b-running")
+    assert (result.code, result.out, result.err) == (0, "archived task b-running (2 shards)\n", "")
+    assert "b-running" not in list_ids(run(capsys, "--cache-dir", sharded, "list").out)
+    assert list_ids(run(capsys, "--cache-dir", sharded, "list", "--archived").out) == ["b-running"]
+    result = run(capsys, "--cache-dir", sharded, "restore", "b-running")
+    assert (result.code, result.out, result.err) == (0, "restored task b-running (2 shards)\n", "")
+    assert list_ids(run(capsys, "--cache-dir", sharded, "list").out) == NEWEST_FIRST
+    with TaskStore(sharded) as store:
+        assert [s.shard_index for s in store.get_shards("b-running")] == [0, 1]
+        assert store.count_archived() == 0
+
+
+def test_list_archived_prints_archived_tasks_newest_first_with_when_they_were_archived(
+    capsys: pytest.CaptureFixture[str], populated: Path
+) -> None:
+    with TaskStore(populated) as store:
+        for task_id in ("a-success", "e-cancelled", "c-failed"):
+            store.archive_task(task_id)
+        stamps = {task.task_id: task.archived_at for task in store.list_archived()}
+    result = run(capsys, "--cache-dir", populated, "list", "--archived")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["task_id", "status", "backend", "shots", "submit_time", "archived_at"]
+    assert [line.split() for line in lines[1:]] == [
+        [task_id, status, backend, shots, submit, stamps[task_id]]
+        for task_id, status, backend, shots, submit in (
+            ("e-cancelled", "cancelled", "dummy", "500", "2024-01-05T00:00:00+00:00"),
+            ("c-failed", "failed", "originq:wuyuan", "300", "2024-01-03T00:00:00+00:00"),
+            ("a-success", "success", "originq:wuyuan", "100", "2024-01-01T00:00:00+00:00"),
+        )
+    ]
+    filtered = run(capsys, "--cache-dir", populated, "list", "--archived", "--backend", "originq:wuyuan", "--json")
+    with TaskStore(populated) as store:
+        assert json.loads(filtered.out) == [t.to_dict() for t in store.list_archived(backend="originq:wuyuan")]
+    assert [task["task_id"] for task in json.loads(filtered.out)] == ["c-failed", "a-success"]
+
+
+def test_delete_archived_removes_only_the_archived_task(capsys: pytest.CaptureFixture[str], sharded: Path) -> None:
+    run(capsys, "--cache-dir", sharded, "archive", "e-cancelled")
+    result = run(capsys, "--cache-dir", sharded, "delete", "--archived", "e-cancelled")
+    assert (result.code, result.out, result.err) == (0, "deleted archived task e-cancelled\n", "")
+    with TaskStore(sharded) as store:
+        assert (store.count_archived(), store.count_shards(archived=True), store.count()) == (0, 0, 4)
+    again = run(capsys, "--cache-dir", sharded, "delete", "--archived", "e-cancelled")
+    assert again.code == 1
+    assert_one_error_line(again.err, "'e-cancelled' not found in the archive")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        pytest.param(["archive", "no-such-task"], "task 'no-such-task' not found", id="archive-missing"),
+        pytest.param(["archive", "e-cancelled"], "not found; it is already archived", id="archive-archived"),
+        pytest.param(["restore", "no-such-task"], "'no-such-task' not found in the archive", id="restore-missing"),
+        pytest.param(["restore", "a-success"], "not found in the archive; it is a live task", id="restore-live"),
+    ],
+)
+def test_archive_or_restore_of_a_task_that_is_not_there_exits_1(
+    capsys: pytest.CaptureFixture[str], sharded: Path, argv: list[str], fragment: str
+) -> None:
+    run(capsys, "--cache-dir", sharded, "archive", "e-cancelled")
+    before = snapshot(sharded)
+    result = run(capsys, "--cache-dir", sharded, *argv)
+    assert (result.code, result.out) == (1, "")
+    assert_one_error_line(result.err, fragment)
+    assert snapshot(sharded) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        pytest.param(["archive", "b-running"], "the archive already holds a task with this id", id="archive"),
+        pytest.param(["restore", "b-running"], "a live task has this id", id="restore"),
+    ],
+)
+def test_archive_or_restore_over_an_existing_record_exits_2_and_moves_nothing(
+    capsys: pytest.CaptureFixture[str], sharded: Path, argv: list[str], fragment: str
+) -> None:
+    with TaskStore(sharded) as store:
+        store.archive_task("b-running")
+        store.save(TaskInfo("b-running", "dummy", status="running"))  # a live task of the same id again
+        store.save_shard(TaskShard("b-running", 0, "platform-new", "dummy"))
+        before = (store.list(), store.get_shards("b-running"), store.list_archived(),
+                  store.get_archived_shards("b-running"))
+    result = run(capsys, "--cache-dir", sharded, *argv)
+    assert (result.code, result.out) == (2, "")
+    assert_one_error_line(result.err, "'b-running'", fragment, "nothing was moved")
+    with TaskStore(sharded) as store:
+        after = (store.list(), store.get_shards("b-running"), store.list_archived(),
+                 store.get_archived_shards("b-running"))
+    assert after == before
+
+
 # -- bad usage and bad input ---------------------------------------------------------------------
 
 
@@ -293,6 +449,9 @@ def test_a_missing_task_exits_1_with_one_error_line(
         pytest.param(["list", "--frobnicate"], "unrecognized arguments", id="unknown-option"),
         pytest.param(["show"], "TASK_ID", id="missing-task-id"),
         pytest.param(["show", ""], "task_id must not be empty", id="empty-task-id"),
+        pytest.param(["archive"], "TASK_ID", id="archive-without-task-id"),
+        pytest.param(["restore", ""], "task_id must not be empty", id="restore-empty-task-id"),
+        pytest.param(["list", "--archived", "--status", "done"], "'done'", id="archived-unknown-status"),
         pytest.param(["--url", "sqlite:///x.sqlite", "list"], "not allowed with", id="cache-dir-and-url"),
         pytest.param(["list", "--url", "sqlite:///x.sqlite"], "not both", id="cache-dir-and-url-after-command"),
     ],
@@ -341,6 +500,9 @@ def test_cache_dir_that_cannot_be_created_exits_2_with_one_error_line(
         pytest.param(["list"], id="list"),
         pytest.param(["show", "x"], id="show"),
         pytest.param(["delete", "x"], id="delete"),
+        pytest.param(["archive", "x"], id="archive"),
+        pytest.param(["restore", "x"], id="restore"),
+        pytest.param(["list", "--archived"], id="list-archived"),
         pytest.param(["clear-completed"], id="clear-completed"),
     ],
 )
@@ -457,6 +619,7 @@ def test_a_real_process_lists_tasks_as_json_and_exits_0(launcher: list[str], pop
     ("argv", "code"),
     [
         pytest.param(["show", "no-such-task"], 1, id="missing-task"),
+        pytest.param(["restore", "a-success"], 1, id="restore-of-a-live-task"),
         pytest.param(["list", "--status", "bogus"], 2, id="bad-status"),
         pytest.param(["list", "--limit", "-1"], 2, id="negative-limit"),
         pytest.param(["frobnicate"], 2, id="unknown-subcommand"),

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from uniqc_store import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION, TaskInfo, TaskStore
 
 import concurrency_workers as workers
-from uniqc_files import header, rows_of, write_uniqc_v1_file
+from uniqc_files import header, rows_of, v1_rows_through_legacy_ids, write_uniqc_v1_file
 
 pytestmark = pytest.mark.slow
 
@@ -291,12 +291,13 @@ def test_processes_racing_the_first_open_of_a_new_database_migrate_it_exactly_on
 ) -> None:
     replies = pool.race("first_open", lambda n: (db_url, n, SAVES_RACING_FIRST_MIGRATION))
 
-    # Each migrating process runs these statements and logs "Running upgrade": two would double them.
+    # Each migrating process runs these statements and logs "Running upgrade" once per revision:
+    # two would double them.
     assert total_seen(replies) == {
         "create_version_table": 1,
         "insert_version": 1,
         "create_tasks_table": 1,
-        "running_upgrade": 1,
+        "running_upgrade": CURRENT_SCHEMA_VERSION,
     }
     assert sql_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
     saved = check_race_saves(db_url, replies, SAVES_RACING_FIRST_MIGRATION)
@@ -318,19 +319,22 @@ def test_processes_racing_the_first_open_of_a_uniqc_v1_file_adopt_it_exactly_onc
     replies = pool.race("first_open", lambda n: (url, n, SAVES_PER_RACER))
 
     # Adopting stamps the file at its own version: the version table is made and filled once,
-    # and no revision runs (the tasks table is uniqc's, kept as it is).
+    # revision 0001 does not run (the tasks table is uniqc's, kept as it is), and every later
+    # revision runs once.
     assert total_seen(replies) == {
         "create_version_table": 1,
         "insert_version": 1,
         "create_tasks_table": 0,
-        "running_upgrade": 0,
+        "running_upgrade": CURRENT_SCHEMA_VERSION - 1,
     }
-    assert sql_rows(url, "SELECT version_num FROM uniqc_store_version") == [("0001",)]
-    assert header(path) == (APPLICATION_ID, 1)
+    assert sql_rows(url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
+    assert header(path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     saved = check_race_saves(url, replies)
-    rows = rows_of(path)
-    assert [row for row in rows if row[0].startswith("uniqc-")] == sorted(original)
-    assert {row[0] for row in rows} == saved | {row[0] for row in original}
+    # uniqc's tasks, once each, under uqt_ ids (schema v5), beside every save of the racers.
+    assert v1_rows_through_legacy_ids(path) == sorted(original)
+    ids = [row[0] for row in rows_of(path)]
+    assert len(ids) == len(original) + len(saved)
+    assert {task_id for task_id in ids if not task_id.startswith("uqt_")} == saved
     assert integrity_check(path) == [("ok",)]
 
 

@@ -1,4 +1,6 @@
-"""The SQLite file: uniqc's exact v1 layout and header, adoption of uniqc's files, refusals."""
+"""The SQLite file: uniqc's exact layout and header, adoption of uniqc's files, refusals.
+
+(Files written by uniqc's released code itself are in test_uniqc_interop.py.)"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from uniqc_store import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
     DB_FILENAME,
+    HEAD_REVISION,
     ForeignDatabaseError,
     NotADatabaseError,
     SchemaTooNewError,
@@ -21,76 +24,87 @@ from uniqc_store import (
     TaskStore,
     schema,
 )
+from uniqc_store.versions import LAYOUTS, UNIQC_TABLES
 
+from test_migrations import NEXT_REVISION
 from uniqc_files import (
     V1_DDL,
     assert_file_and_wal_unchanged,
     header,
     rows_of,
     snapshot,
+    sqlite_layout,
+    table_names,
+    v1_rows_through_legacy_ids,
     wal_file_with_a_hot_wal,
     write_foreign_file,
     write_uniqc_v1_file,
 )
 
 
-def layout(path: Path) -> dict:
-    conn = sqlite3.connect(path)
-    try:
-        return {
-            "columns": conn.execute("PRAGMA table_info(tasks)").fetchall(),
-            "indexes": sorted(
-                (name, unique, origin, [c[2] for c in conn.execute(f"PRAGMA index_info({name})")])
-                for _, name, unique, origin, _ in conn.execute("PRAGMA index_list(tasks)")
-            ),
-        }
-    finally:
-        conn.close()
+def test_a_new_file_has_exactly_uniqcs_layout_of_the_current_version(tmp_path: Path) -> None:
+    TaskStore(tmp_path).close()
+    path = tmp_path / DB_FILENAME
+    assert set(LAYOUTS[CURRENT_SCHEMA_VERSION]) == set(UNIQC_TABLES)
+    assert sqlite_layout(path) == LAYOUTS[CURRENT_SCHEMA_VERSION]
+    # Nothing else but the version table, which uniqc never looks at.
+    assert table_names(path) == {*UNIQC_TABLES, "uniqc_store_version"}
 
 
-def test_a_new_file_has_exactly_uniqcs_v1_layout(tmp_path: Path) -> None:
-    TaskStore(tmp_path / "ours").close()
+def test_revision_0001_lays_out_exactly_what_uniqcs_v1_ddl_does(tmp_path: Path) -> None:
+    schema.upgrade("0001", cache_dir=tmp_path / "ours")
     reference = tmp_path / "uniqc.sqlite"
     conn = sqlite3.connect(reference)
     conn.executescript(V1_DDL)
     conn.close()
-    assert layout(tmp_path / "ours" / DB_FILENAME) == layout(reference)
-    assert [c[1:3] for c in layout(reference)["columns"]] == [
+    assert sqlite_layout(tmp_path / "ours" / DB_FILENAME) == sqlite_layout(reference) == LAYOUTS[1]
+    assert [(c.name, c.type) for c in LAYOUTS[1]["tasks"].columns] == [
         ("task_id", "TEXT"), ("backend", "TEXT"), ("status", "TEXT"), ("shots", "INTEGER"),
         ("submit_time", "TEXT"), ("update_time", "TEXT"), ("result_json", "TEXT"), ("metadata_json", "TEXT"),
     ]
+
+
+@pytest.mark.parametrize("version", range(1, CURRENT_SCHEMA_VERSION + 1), ids=lambda v: f"v{v}")
+def test_each_revision_lays_out_uniqcs_layout_of_its_version(tmp_path: Path, version: int) -> None:
+    schema.upgrade(f"{version:04d}", cache_dir=tmp_path)
+    assert header(tmp_path / DB_FILENAME) == (APPLICATION_ID, version)
+    assert sqlite_layout(tmp_path / DB_FILENAME) == LAYOUTS[version]
 
 
 def test_a_new_file_is_stamped_unic_at_the_current_version_in_wal_mode(sqlite_store: TaskStore) -> None:
     assert header(sqlite_store.db_path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     conn = sqlite3.connect(sqlite_store.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("SELECT version_num FROM uniqc_store_version").fetchall() == [("0001",)]
+    assert conn.execute("SELECT version_num FROM uniqc_store_version").fetchall() == [(HEAD_REVISION,)]
     conn.close()
 
 
-def test_a_file_written_by_uniqc_is_adopted_with_its_data_untouched(tmp_path: Path) -> None:
+def test_a_file_written_by_uniqc_is_adopted_and_its_tasks_keep_their_data_under_uniqc_ids(tmp_path: Path) -> None:
     path = tmp_path / DB_FILENAME
     written = write_uniqc_v1_file(path, rows=7)
     with TaskStore(tmp_path) as store:
         assert store.count() == 7
-        got = store.get("uniqc-2")
+        assert store.get("uniqc-2") is None  # schema v5 gave every legacy task a uqt_ id
+        (got,) = [task for task in store.list() if task.metadata.get("legacy_platform_id") == "uniqc-2"]
+        assert got.task_id.startswith("uqt_")
         assert (got.backend, got.status, got.shots, got.result) == (
             "originq:wuyuan", "failed", 1026, {"00": 2, "11": 7}
         )
-        assert got.metadata == {"circuit": "bell", "n": 2, "label": "ñ"}
-        assert store.schema_info()["revision"] == "0001"
-    assert rows_of(path) == sorted(written)
-    assert header(path) == (APPLICATION_ID, 1)
+        assert got.metadata == {"circuit": "bell", "n": 2, "label": "ñ", "legacy_platform_id": "uniqc-2"}
+        assert store.schema_info()["revision"] == HEAD_REVISION
+    assert v1_rows_through_legacy_ids(path) == sorted(written)
+    assert header(path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
 
 
 def test_what_we_write_uniqc_reads_with_plain_sqlite3(sqlite_store: TaskStore) -> None:
     sqlite_store.save(TaskInfo("t-1", "sim", status="success", result={"00": 1}, shots=9, metadata={"q": "é"}))
+    sqlite_store.save(TaskInfo("t-2", "sim", status="failed", error_message="超时"))
     conn = sqlite3.connect(sqlite_store.db_path)
-    row = conn.execute("SELECT * FROM tasks").fetchone()
+    rows = conn.execute("SELECT * FROM tasks ORDER BY task_id").fetchall()
     conn.close()
-    assert row[:4] == ("t-1", "sim", "success", 9)
-    assert row[6:] == ('{"00": 1}', '{"q": "é"}')
+    assert rows[0][:4] == ("t-1", "sim", "success", 9)
+    assert rows[0][6:] == ('{"00": 1}', '{"q": "é"}', None)
+    assert rows[1][6:] == (None, "{}", "超时")
 
 
 @pytest.mark.parametrize("application_id", [0x12345678, 1, -1], ids=["other-app", "small", "negative"])
@@ -128,7 +142,9 @@ def test_a_file_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None
     conn.commit()
     conn.close()
     before = snapshot(tmp_path)
-    with pytest.raises(SchemaTooNewError, match=r"user_version 7.*schema version 1.*Upgrade uniqc_store"):
+    with pytest.raises(
+        SchemaTooNewError, match=rf"user_version 7.*schema version {CURRENT_SCHEMA_VERSION}.*Upgrade uniqc_store"
+    ):
         TaskStore(tmp_path)
     assert snapshot(tmp_path) == before
 
@@ -138,12 +154,12 @@ def test_a_file_at_an_unknown_newer_revision_is_refused_untouched(tmp_path: Path
     code = f"from uniqc_store import TaskStore, TaskInfo; TaskStore({str(tmp_path)!r}).save(TaskInfo('t', 'sim'))"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    conn.execute("UPDATE uniqc_store_version SET version_num = '0002'")
+    conn.execute(f"UPDATE uniqc_store_version SET version_num = '{NEXT_REVISION}'")
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     before = snapshot(tmp_path)
-    with pytest.raises(SchemaTooNewError, match="revision '0002'"):
+    with pytest.raises(SchemaTooNewError, match=f"revision '{NEXT_REVISION}'"):
         TaskStore(tmp_path)
     assert snapshot(tmp_path) == before
 
@@ -264,7 +280,7 @@ def test_schema_info_after_clear_all_reports_a_fresh_private_file_at_head(tmp_pa
         info = store.schema_info()
     finally:
         os.umask(old)
-    assert (info["revision"], info["user_version"]) == ("0001", 1)
+    assert (info["revision"], info["user_version"]) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
     assert os.stat(tmp_path / DB_FILENAME).st_mode & 0o777 == 0o600
 
 
@@ -282,10 +298,10 @@ def test_a_file_deleted_by_another_program_is_recreated_not_written_blindly(tmp_
 def test_a_file_upgraded_by_a_newer_program_meanwhile_is_refused_on_the_next_open(tmp_path: Path) -> None:
     TaskStore(tmp_path).save(TaskInfo("t", "sim"))
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA user_version = {CURRENT_SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaTooNewError, match="user_version 2"):
+    with pytest.raises(SchemaTooNewError, match=f"user_version {CURRENT_SCHEMA_VERSION + 1}"):
         TaskStore(tmp_path)
 
 
@@ -311,7 +327,7 @@ def test_a_file_claiming_a_version_without_uniqcs_tasks_table_is_refused_untouch
     conn.commit()
     conn.close()
     before = snapshot(tmp_path)
-    with pytest.raises(ForeignDatabaseError, match="no uniqc tasks table"):
+    with pytest.raises(ForeignDatabaseError, match=r"user_version 1 but not uniqc's layout for it \(table tasks"):
         TaskStore(tmp_path)
     assert snapshot(tmp_path) == before
     # Doing what the message says — moving the file away — gives a working store at once.
@@ -335,11 +351,12 @@ def test_store_connections_commit_with_full_synchronous_durability(sqlite_store:
 def test_a_schema_migrated_by_another_program_while_in_use_gets_no_rows_of_ours(tmp_path: Path) -> None:
     store = TaskStore(tmp_path)
     store.save(TaskInfo("before", "sim"))
+    newer = CURRENT_SCHEMA_VERSION + 1
     conn = sqlite3.connect(tmp_path / DB_FILENAME)
-    conn.execute("PRAGMA user_version = 2")  # a newer uniqc migrated the file meanwhile
+    conn.execute(f"PRAGMA user_version = {newer}")  # a newer uniqc migrated the file meanwhile
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaTooNewError, match="changed to user_version 2 while in use"):
+    with pytest.raises(SchemaTooNewError, match=f"changed to user_version {newer} while in use"):
         store.save(TaskInfo("after", "sim"))
     with pytest.raises(SchemaTooNewError):
         store.save(TaskInfo("after", "sim"))

@@ -1,12 +1,15 @@
 """The migration lock, proved on every backend: a second process opening a database while the
 first is migrating it waits, then finds it at head.
 
-The first process runs ``schema.upgrade`` with a copy of the bundled revisions whose 0001, once
+The first process runs ``schema.upgrade`` with a copy of the bundled revisions one of which, once
 its work is done but before its transaction commits, creates a marker file and waits for a 'go'
 file: the migration is held inside the window the lock protects (between reading the schema
-state and committing). A second process then opens a ``TaskStore`` on the same database. With the
-lock it waits (seen in /proc/locks, pg_locks or the MySQL process list) and, once released, finds
-the database at head; without it, it migrates too, and fails.
+state and committing the last revision). A second process then opens a ``TaskStore`` on the same
+database. With the lock it waits (seen in /proc/locks, pg_locks or the MySQL process list) and,
+once released, finds the database at head; without it, it migrates too, and fails. Held in the
+first revision, the second process finds a database being created; held in the head revision (the
+v5 data migration, the long one on a large file), one whose earlier revisions are committed and
+only the last is missing.
 
 On SQLite the first migrator also holds SQLite's write lock, and the second's migration would
 wait for that lock as well, re-reading the revision once it has it; but only for SQLite's busy
@@ -70,13 +73,13 @@ with TaskStore(url=sys.argv[1]) as store:
 """
 
 
-def held_scripts(tmp_path: Path, marker: Path, go: Path) -> Path:
-    """A copy of the bundled revisions whose 0001 holds its migration open until ``go`` exists."""
+def held_scripts(tmp_path: Path, marker: Path, go: Path, revision: str) -> Path:
+    """A copy of the bundled revisions whose ``revision`` holds its migration open until ``go`` exists."""
     scripts = tmp_path / "scripts"
     shutil.copytree(schema.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (first,) = (scripts / "versions").glob("0001_*.py")
+    (held,) = (scripts / "versions").glob(f"{revision}_*.py")
     timeout = STEP_TIMEOUT_S + max(HOLD_S.values())
-    first.write_text(first.read_text() + HOLD.format(marker=str(marker), go=str(go), timeout=timeout))
+    held.write_text(held.read_text() + HOLD.format(marker=str(marker), go=str(go), timeout=timeout))
     return scripts
 
 
@@ -120,11 +123,12 @@ def waiting_for_the_lock(backend: str, url: str, pid: int) -> bool:
     return raw_rows(url, sql)[0][0] > 0
 
 
+@pytest.mark.parametrize("held", ["0001", HEAD_REVISION], ids=["held-in-the-first-revision", "held-in-head"])
 def test_a_store_opened_during_another_process_s_migration_waits_for_it_then_finds_head(
-    db_url: str, backend: str, tmp_path: Path
+    db_url: str, backend: str, tmp_path: Path, held: str
 ) -> None:
     marker, go, opening = tmp_path / "first-is-migrating", tmp_path / "go", tmp_path / "second-is-opening"
-    scripts = held_scripts(tmp_path, marker, go)
+    scripts = held_scripts(tmp_path, marker, go, held)
     first = python(FIRST, db_url, str(scripts))
     second = None
     try:

@@ -29,9 +29,11 @@ from uniqc_store import (
 
 from conftest import create_server_database
 from dbutil import raw_rows
-from uniqc_files import header, rows_of, write_foreign_file, write_uniqc_v1_file
+from uniqc_files import header, v1_rows_through_legacy_ids, write_foreign_file, write_uniqc_v1_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The id of a revision one past what the library knows, as a test adds it on top of head.
+NEXT_REVISION = f"{CURRENT_SCHEMA_VERSION + 1:04d}"
 
 
 def script() -> ScriptDirectory:
@@ -115,26 +117,28 @@ def test_the_header_hook_stamps_application_id_and_user_version_on_every_step(tm
 
 
 def _scripts_with(tmp_path: Path, body: str) -> Path:
-    """A copy of the bundled revisions plus a revision 0002 with ``body`` as its upgrade()."""
+    """A copy of the bundled revisions plus a revision :data:`NEXT_REVISION` on top of head, with
+    ``body`` as its upgrade()."""
     scripts = tmp_path / "scripts"
     shutil.copytree(schema.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
     upgrade_body = textwrap.indent(textwrap.dedent(body).strip(), "    ")
-    (scripts / "versions" / "0002_extra.py").write_text(
+    (scripts / "versions" / f"{NEXT_REVISION}_extra.py").write_text(
         '"""A revision made by the test suite."""\n'
         "import sqlalchemy as sa\n"
         "from alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "{NEXT_REVISION}"\ndown_revision = "{HEAD_REVISION}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
         f"def upgrade():\n{upgrade_body}\n\n\n"
         'def downgrade():\n    op.drop_table("extra")\n'
     )
     return scripts
 
 
-FAILING = """
+FAILING = f"""
 op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
 op.execute("INSERT INTO extra (id) VALUES (1)")
 op.execute("UPDATE tasks SET backend = 'clobbered'")
-raise RuntimeError("revision 0002 failed half-way")
+raise RuntimeError("revision {NEXT_REVISION} failed half-way")
 """
 
 
@@ -144,21 +148,21 @@ def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str,
     with TaskStore(url=db_url) as store:
         store.save(TaskInfo("t", "sim"))
     before = (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
-    with pytest.raises(MigrationError, match=r"rolled back completely.*revision 0002 failed half-way"):
+    with pytest.raises(MigrationError, match=rf"rolled back completely.*revision {NEXT_REVISION} failed half-way"):
         schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, FAILING))
     assert (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
     with TaskStore(url=db_url) as store:
         assert store.get("t").backend == "sim"
 
 
-FAILING_AFTER_DDL = """
+FAILING_AFTER_DDL = f"""
 op.execute(
     "INSERT INTO tasks (task_id, backend, status, submit_time, update_time) "
-    "VALUES ('by-0002', 'sim', 'pending', 't', 't')"
+    "VALUES ('by-{NEXT_REVISION}', 'sim', 'pending', 't', 't')"
 )
 op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
 op.add_column("tasks", sa.Column("note", sa.Text))
-raise RuntimeError("revision 0002 failed half-way")
+raise RuntimeError("revision {NEXT_REVISION} failed half-way")
 """
 
 
@@ -169,13 +173,13 @@ def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: P
         with pytest.raises(MigrationError) as caught:
             schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING_AFTER_DDL))
         message = str(caught.value)
-        assert "revision 0002 failed half-way" in message
+        assert f"revision {NEXT_REVISION} failed half-way" in message
         assert "rolled back completely" not in message and "could not be rolled back" in message
         assert "may have been committed" in message and "data changes" in message
-        assert f"{schema.VERSION_TABLE} still names revision 0001" in message
+        assert f"{schema.VERSION_TABLE} still names revision {HEAD_REVISION}" in message
         assert "repair it by hand" in message and "restore a backup" in message
         # What it says is what happened: the row, the table and the column stayed, the version did not move.
-        assert state(url) == ("0001", None)
+        assert state(url) == (HEAD_REVISION, None)
         assert "extra" in tables(url)
         columns = raw_rows(
             url,
@@ -183,7 +187,7 @@ def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: P
             "WHERE table_schema = DATABASE() AND table_name = 'tasks'",
         )
         assert "note" in [column for (column,) in columns]
-        assert raw_rows(url, "SELECT task_id FROM tasks") == [("by-0002",)]
+        assert raw_rows(url, "SELECT task_id FROM tasks") == [(f"by-{NEXT_REVISION}",)]
     finally:
         drop()
 
@@ -192,18 +196,19 @@ def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'db' / DB_FILENAME}"
     with pytest.raises(MigrationError):
         schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING))
-    assert state(url) == ("0001", 1)
+    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
     assert "extra" not in tables(url)
 
 
 def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url: str, tmp_path: Path) -> None:
     extra_table = 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'
     schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, extra_table))
-    assert state(db_url) == ("0002", expected_user_version(db_url, "0002"))
+    newer = (NEXT_REVISION, expected_user_version(db_url, NEXT_REVISION))
+    assert state(db_url) == newer
     before = tables(db_url)
     with pytest.raises(SchemaTooNewError, match="Upgrade uniqc_store"):
         TaskStore(url=db_url)
-    assert state(db_url) == ("0002", expected_user_version(db_url, "0002")) and tables(db_url) == before
+    assert state(db_url) == newer and tables(db_url) == before
 
 
 def test_opening_a_database_at_head_loads_no_alembic_code(tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ def test_the_alembic_command_line_upgrades_reports_and_downgrades(db_url: str) -
 
     assert run("upgrade", "head").returncode == 0
     current = run("current")
-    assert current.returncode == 0 and "0001 (head)" in current.stdout
+    assert current.returncode == 0 and f"{HEAD_REVISION} (head)" in current.stdout
     assert run("check").returncode == 0
     assert run("downgrade", "base").returncode == 0
     assert state(db_url) == (None, expected_user_version(db_url, None))
@@ -247,24 +252,27 @@ def test_the_alembic_command_line_uses_the_environment_then_the_default_file(
     env_file = tmp_path / "from-env.sqlite"
     out = _alembic(["upgrade", "head"], {"HOME": str(isolated_home), "UNIQC_STORE_URL": f"sqlite:///{env_file}"})
     assert out.returncode == 0, out.stderr
-    assert header(env_file) == (APPLICATION_ID, 1)
+    assert header(env_file) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     out = _alembic(["upgrade", "head"], {"HOME": str(isolated_home)})
     assert out.returncode == 0, out.stderr
     default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
-    assert header(default) == (APPLICATION_ID, 1)
+    assert header(default) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     assert os.stat(default.parent).st_mode & 0o777 == 0o700
 
 
 def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
     path = tmp_path / DB_FILENAME
     written = write_uniqc_v1_file(path, rows=5)
+    before = path.read_bytes()
     out = _alembic(["-x", f"url=sqlite:///{path}", "current"], {})
-    assert out.returncode == 0 and rows_of(path) == sorted(written)
-    assert "uniqc_store_version" not in tables(f"sqlite:///{path}")  # 'current' writes nothing
+    assert out.returncode == 0 and path.read_bytes() == before  # 'current' writes nothing
+    assert "uniqc_store_version" not in tables(f"sqlite:///{path}")
     out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
     assert out.returncode == 0, out.stderr
-    assert state(f"sqlite:///{path}") == ("0001", 1)
-    assert rows_of(path) == sorted(written)
+    # Adopted at 0001 (no revision creates uniqc's tasks table again), then upgraded from there.
+    assert "Running upgrade  -> 0001" not in out.stderr and "Running upgrade 0001 -> 0002" in out.stderr
+    assert state(f"sqlite:///{path}") == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
+    assert v1_rows_through_legacy_ids(path) == sorted(written)
 
 
 def test_the_alembic_command_line_refuses_a_foreign_file_untouched(tmp_path: Path) -> None:
@@ -290,7 +298,7 @@ def _upgrade_with_a_connection_of_ones_own(url: str, script_dir: Path | None = N
 def test_command_upgrade_with_a_connection_of_ones_own_migrates_that_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / DB_FILENAME}"
     _upgrade_with_a_connection_of_ones_own(url)
-    assert state(url) == ("0001", 1)
+    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
 
 
 def test_command_upgrade_with_a_connection_of_ones_own_still_refuses_a_foreign_file(tmp_path: Path) -> None:
@@ -306,7 +314,7 @@ def test_command_upgrade_with_a_connection_of_ones_own_rolls_a_failing_revision_
     url = f"sqlite:///{tmp_path / DB_FILENAME}"
     with pytest.raises(MigrationError):
         _upgrade_with_a_connection_of_ones_own(url, _scripts_with(tmp_path, FAILING))
-    assert state(url) == ("0001", 1)
+    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
     assert "extra" not in tables(url)
 
 
@@ -316,10 +324,10 @@ def test_the_alembic_command_line_reports_a_refusal_on_one_line(tmp_path: Path) 
     import sqlite3
 
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 5")
+    conn.execute(f"PRAGMA user_version = {CURRENT_SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
-    assert "user_version 5" in out.stderr and "Upgrade uniqc_store" in out.stderr
+    assert f"user_version {CURRENT_SCHEMA_VERSION + 1}" in out.stderr and "Upgrade uniqc_store" in out.stderr

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, exc
 
-from uniqc_store import InvalidTaskError, TaskInfo, TaskStore
-from uniqc_store.records import task_row, utc_now
-from uniqc_store.store import _upsert
+from uniqc_store import InvalidTaskError, TaskInfo, TaskShard, TaskStore
+from uniqc_store.records import utc_now
+from uniqc_store.rows import TASKS, task_row
+from uniqc_store.statements import upsert
 
 from conftest import create_server_database
 from dbutil import raw_rows
@@ -81,11 +82,13 @@ def test_a_result_one_byte_over_the_servers_limit_is_refused_and_nothing_changes
         assert store.get("big").result == {"00": 1}  # and the store's connection still works
 
         # The server itself refuses that statement: without the store's check, this is what a
-        # caller got ("Got a packet bigger than 'max_allowed_packet'" or "server has gone away").
+        # caller got ("Got a packet bigger than 'max_allowed_packet'", "server has gone away" or,
+        # when the server resets the connection mid-send, "Lost connection").
         engine = create_engine(mysql_url)
+        dropped = r"max_allowed_packet|gone away|Lost connection"
         try:
-            with pytest.raises(exc.OperationalError, match=r"max_allowed_packet|gone away"), engine.begin() as conn:
-                conn.execute(_upsert("mysql"), task_row(over, utc_now()))
+            with pytest.raises(exc.OperationalError, match=dropped), engine.begin() as conn:
+                conn.execute(upsert("mysql", TASKS), task_row(over, utc_now()))
         finally:
             engine.dispose()
         assert raw_rows(mysql_url, ROW) == before
@@ -132,3 +135,26 @@ def test_save_many_saves_tasks_that_fit_one_by_one_though_not_in_one_statement(m
         tasks = [TaskInfo(f"part-{i}", "sim", result=blob(limit * 2 // 5)) for i in range(3)]
         store.save_many(tasks)
         assert [task.result for task in store.list()] == [blob(limit * 2 // 5)] * 3
+
+
+def test_a_shard_over_the_servers_limit_is_refused_naming_the_shard_and_nothing_changes(
+    mysql_url: str, limit: int
+) -> None:
+    with TaskStore(url=mysql_url) as store:
+        store.save(TaskInfo("uqt_1", "sim"))
+        store.save_shard(TaskShard("uqt_1", 0, "p-0", "sim", result={"00": 1}))
+        before = raw_rows(mysql_url, "SELECT * FROM task_shards")
+        over = TaskShard("uqt_1", 0, "p-0", "sim", result=[blob(limit)])
+        stamped = over.update_time
+        with pytest.raises(InvalidTaskError, match=r"^shard 0 of task 'uqt_1': result is too large") as caught:
+            store.save_shard(over)
+        assert "error_message 0 bytes" in str(caught.value) and "Nothing was written" in str(caught.value)
+        assert over.update_time == stamped
+        assert raw_rows(mysql_url, "SELECT * FROM task_shards") == before
+
+
+def test_an_oversized_error_message_is_named_as_the_error_message(mysql_url: str, limit: int) -> None:
+    with TaskStore(url=mysql_url) as store:
+        with pytest.raises(InvalidTaskError, match=r"^task 'failed': error_message is too large"):
+            store.save(TaskInfo("failed", "sim", status="failed", error_message="x" * limit))
+        assert store.count() == 0

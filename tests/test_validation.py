@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -37,7 +38,16 @@ BAD_TASKS = [
     ("shots-bool", {"shots": True}, TypeError, "shots must be an int"),
     ("shots-str", {"shots": "1000"}, TypeError, "shots must be an int"),
     ("shots-overflow", {"shots": 2**63}, ValueError, "shots must be between 0"),
-    ("result-list", {"result": [1, 2]}, TypeError, "result must be a dict"),
+    ("result-tuple", {"result": (1, 2)}, TypeError, "result must be a dict or a list, got tuple; pass a list"),
+    ("result-str", {"result": "done"}, TypeError, "result must be a dict or a list, got str"),
+    ("result-list-with-a-set", {"result": [{"x": {1}}]}, TypeError, "result[0]['x']: set is not JSON-serialisable"),
+    ("metadata-list", {"metadata": [1, 2]}, TypeError, "metadata must be a dict, got list"),
+    ("error_message-int", {"error_message": 500}, TypeError, "error_message must be a str, got int"),
+    ("error_message-nul", {"error_message": "a\x00b"}, ValueError, "error_message must not contain NUL"),
+    ("error_message-surrogate", {"error_message": "\ud800"}, ValueError, "error_message is not valid UTF-8"),
+    ("archived_at-int", {"archived_at": 1}, TypeError, "archived_at must be a str"),
+    ("archived_at-too-long", {"archived_at": "9" * 65}, ValueError,
+     "archived_at is 65 characters long; the limit is 64"),
     ("result-unserialisable", {"result": {"x": Unserialisable()}}, ValueError,
      "result['x']: Unserialisable is not JSON-serialisable"),
     ("metadata-none", {"metadata": None}, TypeError, "metadata must be a dict"),
@@ -162,8 +172,13 @@ def test_task_info_round_trips_through_a_plain_dict() -> None:
     assert data == {
         "task_id": "t", "backend": "sim", "status": "success", "result": {"a": 1}, "shots": 5,
         "submit_time": task.submit_time, "update_time": task.update_time, "metadata": {"m": [1]},
+        "error_message": None, "archived_at": None,
     }
+    assert list(data) == [field.name for field in dataclasses.fields(TaskInfo)]  # uniqc's field order
     assert TaskInfo.from_dict(data) == task
+    # Records written before error_message and archived_at existed (uniqc < 0.0.11) still load.
+    older = {key: value for key, value in data.items() if key not in ("error_message", "archived_at")}
+    assert TaskInfo.from_dict(older) == task
     assert type(TaskInfo("t", "b").to_dict()["status"]) is str
 
 

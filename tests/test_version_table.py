@@ -17,6 +17,7 @@ from uniqc_store.schema import HEAD_REVISION, LEGACY_VERSION_TABLE, VERSION_TABL
 
 from dbutil import raw_rows
 from test_migrations import _alembic
+from uniqc_files import write_uniqc_v1_file
 
 
 def _execute(url: str, *statements: str) -> None:
@@ -48,12 +49,12 @@ def _created_by_another_process(url: str, *task_ids: str) -> None:
     subprocess.run([sys.executable, "-c", code, url, *task_ids], check=True, timeout=120)
 
 
-def _as_written_by_0_1_0(url: str) -> None:
-    """Turn a database this library made into one as uniqc_store 0.1.0 left it."""
+def _as_written_by_0_1_0(url: str, revision: str) -> None:
+    """Move the revision into alembic_version, where uniqc_store 0.1.0 kept it."""
     _execute(
         url,
         f"CREATE TABLE {LEGACY_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
-        f"INSERT INTO {LEGACY_VERSION_TABLE} VALUES ('{HEAD_REVISION}')",
+        f"INSERT INTO {LEGACY_VERSION_TABLE} VALUES ('{revision}')",
         f"DROP TABLE {VERSION_TABLE}",
     )
 
@@ -89,14 +90,26 @@ def test_another_applications_own_tasks_table_is_refused_untouched(server_url: s
     assert _tables(server_url) == {"tasks"}
 
 
+def _at_revision_0001_by_another_process(url: str) -> None:
+    """The database as uniqc_store 0.1.0 made it (its only revision, 0001), with one task."""
+    code = "import sys\nfrom uniqc_store import schema\nschema.upgrade('0001', url=sys.argv[1])\n"
+    subprocess.run([sys.executable, "-c", code, url], check=True, timeout=120)
+    _execute(
+        url,
+        "INSERT INTO tasks (task_id, backend, status, shots, submit_time, update_time, metadata_json) "
+        "VALUES ('kept', 'sim', 'pending', 1, '2025-01-01T00:00:00+00:00', '2025-01-01T00:00:00+00:00', '{}')",
+    )
+
+
 def test_a_database_written_by_uniqc_store_0_1_0_opens_and_moves_its_revision(db_url: str) -> None:
-    _created_by_another_process(db_url, "kept")
-    _as_written_by_0_1_0(db_url)
+    _at_revision_0001_by_another_process(db_url)
+    _as_written_by_0_1_0(db_url, "0001")
     current = _alembic(["-x", f"url={db_url}", "current"], {})
-    assert current.returncode == 0 and f"{HEAD_REVISION} (head)" in current.stdout, current.stderr
+    assert current.returncode == 0 and "0001" in current.stdout, current.stderr
     assert LEGACY_VERSION_TABLE in _tables(db_url)  # 'current' only reads
     with TaskStore(url=db_url) as store:
-        assert store.get("kept") is not None
+        parent = store.find_uniqc_id_by_platform_id("kept")  # revision 0005 gave it a uniqc id
+        assert parent is not None and store.get(parent).metadata == {"legacy_platform_id": "kept"}
         assert store.schema_info()["revision"] == HEAD_REVISION
     assert LEGACY_VERSION_TABLE not in _tables(db_url)
     assert raw_rows(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD_REVISION,)]
@@ -140,14 +153,40 @@ def test_read_only_alembic_commands_create_nothing_where_there_is_no_database(tm
 
 def test_alembic_current_on_a_uniqc_file_in_rollback_mode_leaves_its_journal_mode(tmp_path: Path) -> None:
     path = tmp_path / "tasks.sqlite"
+    write_uniqc_v1_file(path, wal=False)
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE tasks (task_id TEXT PRIMARY KEY, backend TEXT NOT NULL, status TEXT NOT NULL, "
-                 "shots INTEGER NOT NULL DEFAULT 0, submit_time TEXT NOT NULL, update_time TEXT NOT NULL, "
-                 "result_json TEXT, metadata_json TEXT NOT NULL DEFAULT '{}')")
-    conn.execute("PRAGMA application_id = 1431193923")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     conn.close()
     before = path.read_bytes()
-    assert _alembic(["-x", f"url=sqlite:///{path}", "current"], {}).returncode == 0
+    done = _alembic(["-x", f"url=sqlite:///{path}", "current"], {})
+    assert done.returncode == 0, done.stderr
     assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tasks.sqlite"]
+
+
+def test_another_programs_alembic_revision_0001_beside_its_own_tasks_table_is_not_taken_for_ours(
+    db_url: str, backend: str, tmp_path: Path
+) -> None:
+    statements = (
+        f"CREATE TABLE {LEGACY_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+        f"INSERT INTO {LEGACY_VERSION_TABLE} VALUES ('0001')",
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title VARCHAR(50), done INTEGER)",
+        "INSERT INTO tasks (title, done) VALUES ('buy milk', 0)",
+    )
+    if backend == "sqlite":
+        path = tmp_path / "todo.db"
+        conn = sqlite3.connect(path)
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+        conn.close()
+        before = path.read_bytes()
+        with pytest.raises(DatabaseRefusedError, match="another program"):
+            TaskStore(url=f"sqlite:///{path}")
+        assert path.read_bytes() == before
+        return
+    _execute(db_url, *statements)
+    with pytest.raises(DatabaseRefusedError, match="already has a table named 'tasks'"):
+        TaskStore(url=db_url)
+    assert raw_rows(db_url, f"SELECT version_num FROM {LEGACY_VERSION_TABLE}") == [("0001",)]
+    assert _tables(db_url) == {LEGACY_VERSION_TABLE, "tasks"}

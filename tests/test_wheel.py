@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from uniqc_store import HEAD_REVISION
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,7 +27,9 @@ def test_a_wheel_installed_in_a_fresh_venv_creates_and_upgrades_databases_anywhe
     (wheel,) = dist.glob("uniqc_store-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "uniqc_store/migrations/env.py" in names
-    assert "uniqc_store/migrations/versions/0001_create_tasks.py" in names
+    revisions = sorted(path.name for path in (PROJECT_ROOT / "migrations" / "versions").glob("[0-9]*_*.py"))
+    assert revisions[-1].startswith(f"{HEAD_REVISION}_")
+    assert {f"uniqc_store/migrations/versions/{name}" for name in revisions} <= set(names)
     assert "uniqc_store/py.typed" in names
 
     venv = tmp_path / "venv"
@@ -46,7 +50,7 @@ def test_a_wheel_installed_in_a_fresh_venv_creates_and_upgrades_databases_anywhe
         "print(TaskStore('cache').schema_info()['revision'])\n"
     )
     out = _run([venv / "bin" / "python", "-c", code], cwd=elsewhere, env=env)
-    assert out.stdout.split() == ["1", "0001"]
+    assert out.stdout.split() == ["1", HEAD_REVISION]
     info = _run([venv / "bin" / "uniqc-store", "info"], cwd=elsewhere, env=env)
-    assert "0001 (head)" in info.stdout
+    assert f"{HEAD_REVISION} (head)" in info.stdout
     assert (home / ".uniqc" / "cache" / "tasks.sqlite").exists()

@@ -1,4 +1,7 @@
-"""Files as uniqc's own store writes them, built with plain sqlite3 (no uniqc_store code)."""
+"""Files as uniqc's own store writes them, built with plain sqlite3 (no uniqc_store code), and
+what such a file holds, read back with plain sqlite3: its rows, its header, and its layout as
+SQLite reports it (in the terms of :mod:`uniqc_store.versions`, so tests compare it with
+``versions.LAYOUTS[N]``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from uniqc_store.versions import UNIQC_TABLES, Column, ForeignKey, Index, Layout, Table
 
 APPLICATION_ID = 0x554E4943
 
@@ -60,6 +65,81 @@ def rows_of(path: Path) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
         return conn.execute("SELECT * FROM tasks ORDER BY task_id").fetchall()
+    finally:
+        conn.close()
+
+
+def v1_rows_through_legacy_ids(path: Path) -> list[tuple]:
+    """The rows of a v1 file (as :func:`write_uniqc_v1_file` returns them) rebuilt from the same
+    file after schema version 5 gave each legacy task a ``uqt_`` id: the old id from
+    ``metadata.legacy_platform_id``, the metadata without it. Also checks that each such task has
+    exactly the one shard v5 makes (index 0, the old id, the row's backend/status/result/times).
+    Tasks without ``legacy_platform_id`` are left out."""
+    conn = sqlite3.connect(path)
+    try:
+        tasks = conn.execute(
+            "SELECT task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json FROM tasks"
+        ).fetchall()
+        shards = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT uniqc_task_id, shard_index, platform_task_id, backend, circuit_count, sub_index_offset, "
+                "status, result_json, error_message, submit_time, update_time FROM task_shards"
+            )
+        }
+        shard_counts = dict(conn.execute("SELECT uniqc_task_id, COUNT(*) FROM task_shards GROUP BY uniqc_task_id"))
+    finally:
+        conn.close()
+    rebuilt = []
+    for task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json in tasks:
+        metadata = json.loads(metadata_json)
+        if "legacy_platform_id" not in metadata:
+            continue
+        legacy_id = metadata.pop("legacy_platform_id")
+        assert task_id.startswith("uqt_") and len(task_id) == 36, task_id
+        assert shard_counts.get(task_id) == 1, f"{task_id} ({legacy_id}) has {shard_counts.get(task_id)} shards"
+        assert shards[task_id] == (
+            0, legacy_id, backend, 1, 0, status, result_json, None, submit_time, update_time
+        ), f"the shard of {task_id} ({legacy_id})"
+        rebuilt.append((
+            legacy_id, backend, status, shots, submit_time, update_time, result_json,
+            json.dumps(metadata, ensure_ascii=False),
+        ))
+    return sorted(rebuilt)
+
+
+def sqlite_layout(path: Path) -> Layout:
+    """Every uniqc table of the file at ``path`` as SQLite reports it (``PRAGMA table_info``,
+    ``index_list`` with ``index_info``, ``foreign_key_list``), read with plain sqlite3."""
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        layout = {}
+        for table in (name for name in UNIQC_TABLES if name in names):
+            columns = tuple(
+                Column(name, type_, bool(notnull), default, pk)
+                for _, name, type_, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})")
+            )
+            indexes = frozenset(
+                Index(name, tuple(info[2] for info in conn.execute(f"PRAGMA index_info({name})")), bool(unique), origin)
+                for _, name, unique, origin, _ in conn.execute(f"PRAGMA index_list({table})")
+            )
+            foreign_keys = tuple(
+                ForeignKey(column, parent, to, on_update, on_delete)
+                for _, _, parent, column, to, on_update, on_delete, _ in conn.execute(
+                    f"PRAGMA foreign_key_list({table})"
+                )
+            )
+            layout[table] = Table(columns, indexes, foreign_keys)
+        return layout
+    finally:
+        conn.close()
+
+
+def table_names(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         conn.close()
 

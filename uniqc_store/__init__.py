@@ -17,10 +17,20 @@ from .errors import (
     NotADatabaseError,
     SchemaTooNewError,
     StoreError,
+    TaskConflictError,
+    TaskNotFoundError,
     UnsupportedDatabaseError,
 )
-from .models import Task
-from .records import TERMINAL_STATUSES, TaskInfo, TaskStatus
+from .models import ArchivedShard, ArchivedTask, Shard, Task
+from .records import (
+    TERMINAL_STATUSES,
+    UNIQC_TASK_ID_PREFIX,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    generate_uniqc_task_id,
+    is_uniqc_task_id,
+)
 from .schema import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION
 from .store import TaskStore
 
@@ -33,6 +43,9 @@ __all__ = [
     "DEFAULT_CACHE_DIR",
     "HEAD_REVISION",
     "TERMINAL_STATUSES",
+    "UNIQC_TASK_ID_PREFIX",
+    "ArchivedShard",
+    "ArchivedTask",
     "CorruptRecordError",
     "DatabaseError",
     "DatabaseRefusedError",
@@ -43,10 +56,16 @@ __all__ = [
     "MigrationError",
     "NotADatabaseError",
     "SchemaTooNewError",
+    "Shard",
     "StoreError",
     "Task",
+    "TaskConflictError",
     "TaskInfo",
+    "TaskNotFoundError",
+    "TaskShard",
     "TaskStatus",
     "TaskStore",
     "UnsupportedDatabaseError",
+    "generate_uniqc_task_id",
+    "is_uniqc_task_id",
 ]

@@ -4,13 +4,15 @@ Usage::
 
     uniqc-store [--cache-dir DIR | --url URL] COMMAND [options]
 
-Commands: ``upgrade``, ``info``, ``list``, ``show TASK_ID``, ``delete TASK_ID`` and
-``clear-completed``. Without ``--cache-dir`` or ``--url`` the store's default applies:
-``$UNIQC_STORE_URL`` if set, else ``~/.uniqc/cache/tasks.sqlite``.
+Commands: ``upgrade``, ``info``, ``list [--archived]``, ``show TASK_ID``, ``delete [--archived]
+TASK_ID``, ``archive TASK_ID``, ``restore TASK_ID`` and ``clear-completed``. Without
+``--cache-dir`` or ``--url`` the store's default applies: ``$UNIQC_STORE_URL`` if set, else
+``~/.uniqc/cache/tasks.sqlite``.
 
 Results go to stdout; errors are one line on stderr, ``uniqc-store: error: ...``. Exit status:
-0 on success, 1 when the task named is not found (``show``, ``delete``), 2 for bad usage, bad
-input, or a database that was refused or could not be used.
+0 on success, 1 when the task named is not found (``show``, ``delete``, ``archive``, ``restore``),
+2 for bad usage, bad input, a conflict between a live and an archived task, or a database that
+was refused or could not be used.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 
 from . import __version__, database, schema
 from .errors import StoreError
-from .records import TERMINAL_STATUSES, TaskInfo, TaskStatus
+from .records import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus
 from .schema import HEAD_REVISION, SchemaState
 from .store import TaskStore
 
@@ -39,6 +41,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
 LIST_COLUMNS = ("task_id", "status", "backend", "shots", "submit_time")
+ARCHIVED_LIST_COLUMNS = (*LIST_COLUMNS, "archived_at")
 _STATUS_CHOICES = ", ".join(status.value for status in TaskStatus)
 
 Handler = Callable[[argparse.Namespace], int]
@@ -84,9 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", help=f"only tasks with this status ({_STATUS_CHOICES})")
     listing.add_argument("--backend", help="only tasks on this backend")
     listing.add_argument("--limit", type=int, metavar="N", help="at most N tasks")
+    listing.add_argument("--archived", action="store_true", help="list archived tasks instead of live ones")
     _add_json_flag(listing)
-    add("show", cmd_show, "print one task as JSON").add_argument("task_id", metavar="TASK_ID")
-    add("delete", cmd_delete, "delete one task").add_argument("task_id", metavar="TASK_ID")
+    add("show", cmd_show, "print one task, live or archived, with its shards as JSON").add_argument(
+        "task_id", metavar="TASK_ID"
+    )
+    deleting = add("delete", cmd_delete, "delete one task and its shards")
+    deleting.add_argument("task_id", metavar="TASK_ID")
+    deleting.add_argument("--archived", action="store_true", help="delete the archived task of this id")
+    add("archive", cmd_archive, "move one task and its shards into the archive").add_argument(
+        "task_id", metavar="TASK_ID"
+    )
+    add("restore", cmd_restore, "move one archived task and its shards back").add_argument(
+        "task_id", metavar="TASK_ID"
+    )
     terminal = ", ".join(TERMINAL_STATUSES)
     add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {terminal}")
     return parser
@@ -158,11 +172,16 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print the store's location, schema version and task counts."""
+    """Print the store's location, schema version, task counts, and shard and archive counts."""
     with _open_store(args) as store:
         info = store.schema_info()
         counts = _all_counts(store.count_by_status())
-    report = {"location": _location(info), **info, "counts": counts, "total": sum(counts.values())}
+        report = {"location": _location(info), **info, "counts": counts, "total": sum(counts.values())}
+        report.update(
+            shards=store.count_shards(),
+            archived=store.count_archived(),
+            archived_shards=store.count_shards(archived=True),
+        )
     if args.json:
         _print_json(report)
     else:
@@ -171,34 +190,74 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print tasks, newest first, as a table or a JSON array."""
+    """Print tasks (archived ones with ``--archived``), newest first, as a table or a JSON array."""
     with _open_store(args) as store:
-        tasks = store.list(status=args.status, backend=args.backend, limit=args.limit)
+        listing = store.list_archived if args.archived else store.list
+        tasks = listing(status=args.status, backend=args.backend, limit=args.limit)
     if args.json:
         _print_json([task.to_dict() for task in tasks])
     else:
-        for line in format_table(LIST_COLUMNS, [_list_row(task) for task in tasks], right=("shots",)):
+        columns = ARCHIVED_LIST_COLUMNS if args.archived else LIST_COLUMNS
+        rows = [[_cell(getattr(task, column)) for column in columns] for task in tasks]
+        for line in format_table(columns, rows, right=("shots",)):
             print(line)
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print one task as JSON, or fail with status 1 when it does not exist."""
+    """Print one task with its shards as JSON; an archived one if no live task has the id (and
+    say so on stderr); fail with status 1 when neither exists."""
     with _open_store(args) as store:
         task = store.get(args.task_id)
+        if task is not None:
+            shards = store.get_shards(args.task_id)
+        else:
+            task = store.get_archived(args.task_id)
+            shards = [] if task is None else store.get_archived_shards(args.task_id)
     if task is None:
         return _not_found(args.task_id)
-    _print_json(task.to_dict())
+    _print_json(_with_shards(task, shards))
+    if task.archived_at is not None:
+        print(
+            f"{PROG}: note: task {_cell(args.task_id)} is archived (since {task.archived_at}); "
+            f"'{PROG} restore' moves it back",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    """Delete one task, or fail with status 1 when it does not exist."""
+    """Delete one task (an archived one with ``--archived``) and its shards, or fail with status
+    1 when it does not exist."""
     with _open_store(args) as store:
-        deleted = store.delete(args.task_id)
+        deleted = store.delete_archived(args.task_id) if args.archived else store.delete(args.task_id)
     if not deleted:
-        return _not_found(args.task_id)
-    print(f"deleted task {_cell(args.task_id)}")
+        return _not_found(args.task_id, archived=args.archived)
+    print(f"deleted {'archived ' if args.archived else ''}task {_cell(args.task_id)}")
+    return EXIT_OK
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Move one task and its shards into the archive; status 1 when no live task has the id,
+    2 when the archive already holds one."""
+    with _open_store(args) as store:
+        if not store.archive_task(args.task_id):
+            already = store.get_archived(args.task_id) is not None
+            return _not_found(args.task_id, hint="it is already archived" if already else "")
+        shards = len(store.get_archived_shards(args.task_id))
+    print(f"archived task {_cell(args.task_id)} ({_shards_text(shards)})")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Move one archived task and its shards back; status 1 when the archive has no task of
+    the id, 2 when a live task has it."""
+    with _open_store(args) as store:
+        if not store.restore_task(args.task_id):
+            live = store.get(args.task_id) is not None
+            return _not_found(args.task_id, archived=True, hint="it is a live task" if live else "")
+        shards = len(store.get_shards(args.task_id))
+    print(f"restored task {_cell(args.task_id)} ({_shards_text(shards)})")
     return EXIT_OK
 
 
@@ -270,15 +329,18 @@ def _print_info(report: dict[str, Any]) -> None:
     fields = [("location", report["location"]), ("revision", _revision_label(report["revision"]))]
     fields += [(key, report[key]) for key in ("user_version", "application_id") if key in report]
     fields += list(report["counts"].items())
-    fields.append(("total", report["total"]))
+    fields += [(key, report[key]) for key in ("total", "shards", "archived", "archived_shards")]
     width = max(len(key) for key, _ in fields) + 1
     for key, value in fields:
         print(f"{key + ':':<{width}} {value}")
 
 
-def _list_row(task: TaskInfo) -> list[str]:
-    values = (task.task_id, str(task.status), task.backend, task.shots, task.submit_time)
-    return [_cell(value) for value in values]
+def _with_shards(task: TaskInfo, shards: list[TaskShard]) -> dict[str, Any]:
+    return {**task.to_dict(), "shards": [shard.to_dict() for shard in shards]}
+
+
+def _shards_text(count: int) -> str:
+    return f"{count} shard{'' if count == 1 else 's'}"
 
 
 def format_table(
@@ -316,8 +378,9 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _not_found(task_id: str) -> int:
-    return _fail(f"task {task_id!r} not found", EXIT_NOT_FOUND)
+def _not_found(task_id: str, *, archived: bool = False, hint: str = "") -> int:
+    where = " in the archive" if archived else ""
+    return _fail(f"task {task_id!r} not found{where}{f'; {hint}' if hint else ''}", EXIT_NOT_FOUND)
 
 
 def _describe(error: BaseException, args: argparse.Namespace) -> str:

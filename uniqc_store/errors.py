@@ -60,3 +60,14 @@ class CorruptRecordError(DatabaseError):
     The message names the task and the field; the row is left as it is. Other rows stay
     readable with ``get()``, and the bad one can be removed with ``delete()``.
     """
+
+
+class TaskConflictError(StoreError, ValueError):
+    """Moving a task between the live tables and the archive would overwrite a record already
+    there: archiving an id the archive holds, or restoring an id that is live. Nothing was moved;
+    the message says which record to delete first."""
+
+
+class TaskNotFoundError(StoreError, LookupError):
+    """A record refers to a task that does not exist: saving a shard whose ``uniqc_task_id`` is no
+    live task. Nothing was written; save the task first (or restore it from the archive)."""

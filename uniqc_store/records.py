@@ -1,7 +1,9 @@
-"""Task records as callers see them: :class:`TaskStatus`, :class:`TaskInfo`, and their validation.
+"""Records as callers see them: :class:`TaskStatus`, :class:`TaskInfo`, :class:`TaskShard`, uniqc's
+task ids, and the checks of every field and argument.
 
-The conversion between a :class:`TaskInfo` and a row of the v1 ``tasks`` table lives here too,
-so that every backend stores exactly the same text.
+The JSON text of ``result`` and ``metadata`` is made and read here (:func:`dump_json`,
+:func:`load_json`), so that every backend stores exactly the same text; which column holds which
+field is ``rows.py``'s business.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +29,11 @@ MAX_KEY_LENGTH = 255
 MAX_TIME_LENGTH = 64
 #: Largest ``shots`` value: a signed 64-bit integer, what every backend's column holds.
 MAX_SHOTS = 2**63 - 1
+#: Largest ``shard_index``, ``circuit_count`` and ``sub_index_offset``: a signed 32-bit integer,
+#: what every backend's ``INTEGER`` column holds (SQLite's holds more; PostgreSQL's and MySQL's not).
+MAX_SHARD_NUMBER = 2**31 - 1
+#: How uniqc's own task ids begin: ``uqt_`` and 32 lowercase hex digits (a random UUID4).
+UNIQC_TASK_ID_PREFIX = "uqt_"
 #: Deepest nesting of dicts and lists accepted in ``result`` and ``metadata`` (``{}`` is 1 deep,
 #: ``{"a": [1]}`` 2). Python's json (its C encoder and decoder, and the indenting encoder that
 #: ``uniqc-store show`` uses) takes one unit of the recursion limit (1000 by default) per level, on
@@ -52,7 +60,8 @@ class TaskStatus(str, Enum):
 # time. NaN and Infinity are allowed, as uniqc's plain json.dumps() allows them: Python's json reads
 # them back exactly.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
+#: Decodes stored JSON text on the hot path (rows.py); what it cannot decode goes to load_json.
+decode_json = json.JSONDecoder().decode
 _STATUS_VALUES = frozenset(s.value for s in TaskStatus)
 _ALLOWED_STATUSES = ", ".join(s.value for s in TaskStatus)
 
@@ -60,6 +69,17 @@ _ALLOWED_STATUSES = ", ".join(s.value for s in TaskStatus)
 def utc_now() -> str:
     """Return the current time as an ISO 8601 string in UTC with an explicit offset."""
     return datetime.now(timezone.utc).isoformat()
+
+
+def generate_uniqc_task_id() -> str:
+    """Return a new uniqc task id: :data:`UNIQC_TASK_ID_PREFIX` and the 32 hex digits of a UUID4."""
+    return UNIQC_TASK_ID_PREFIX + uuid.uuid4().hex
+
+
+def is_uniqc_task_id(task_id: object) -> bool:
+    """True if ``task_id`` is a str that starts with :data:`UNIQC_TASK_ID_PREFIX` (uniqc's own test,
+    which its v5 upgrade also uses to leave such rows alone)."""
+    return isinstance(task_id, str) and task_id.startswith(UNIQC_TASK_ID_PREFIX)
 
 
 @dataclass
@@ -70,21 +90,28 @@ class TaskInfo:
         task_id: Unique identifier for the task.
         backend: The backend where the task was submitted.
         status: Current status of the task (a :class:`TaskStatus` value).
-        result: Task result (if completed): a JSON-serialisable dict, or None.
+        result: Task result (if completed): a JSON-serialisable dict, a list (uniqc stores one
+            per circuit for a batch), or None.
         shots: Number of shots requested.
         submit_time: ISO format timestamp of submission.
         update_time: ISO format timestamp of the last status update.
         metadata: Additional metadata about the task: a JSON-serialisable dict.
+        error_message: Why a task failed or was cancelled, as the platform or adapter said; None
+            while it runs or when it succeeded.
+        archived_at: When the task was archived (:meth:`TaskStore.archive_task`); None for a
+            live task. Set by the store on records it reads from the archive; ``save`` ignores it.
     """
 
     task_id: str
     backend: str
     status: str = TaskStatus.PENDING
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | list[Any] | None = None
     shots: int = 1000
     submit_time: str = field(default_factory=utc_now)
     update_time: str = field(default_factory=utc_now)
     metadata: dict[str, Any] = field(default_factory=dict)
+    error_message: str | None = None
+    archived_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a plain, JSON-serialisable dict of the fields (status as its plain value)."""
@@ -98,28 +125,92 @@ class TaskInfo:
             "submit_time": self.submit_time,
             "update_time": self.update_time,
             "metadata": self.metadata,
+            "error_message": self.error_message,
+            "archived_at": self.archived_at,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskInfo:
-        """Create a :class:`TaskInfo` from a dict such as :meth:`to_dict` returns.
+        """Create a :class:`TaskInfo` from a dict such as :meth:`to_dict` returns. Keys with
+        defaults may be missing (dicts made before ``error_message`` and ``archived_at`` existed).
 
         Raises:
             InvalidTaskTypeError: ``data`` is not a dict.
             InvalidTaskError: a required key is missing or an unknown key is present.
         """
-        if not isinstance(data, dict):
-            raise InvalidTaskTypeError(f"TaskInfo.from_dict expects a dict, got {type(data).__name__}")
-        unknown = sorted(set(data) - _FIELD_NAMES)
-        if unknown:
-            raise InvalidTaskError(f"TaskInfo.from_dict: unknown keys {unknown}; known keys: {sorted(_FIELD_NAMES)}")
-        missing = [key for key in ("task_id", "backend") if key not in data]
-        if missing:
-            raise InvalidTaskError(f"TaskInfo.from_dict: missing required keys {missing}")
-        return cls(**data)
+        return cls(**_from_dict(cls, data, ("task_id", "backend")))
 
 
-_FIELD_NAMES = frozenset(TaskInfo.__dataclass_fields__)
+@dataclass
+class TaskShard:
+    """One platform-side job of a uniqc task: a task has one shard per job it was split into.
+
+    Attributes:
+        uniqc_task_id: The ``task_id`` of the task it belongs to (``uqt_...``).
+        shard_index: Its place among the task's shards, from 0.
+        platform_task_id: The id the cloud platform gave the job.
+        backend: The backend it was submitted to.
+        circuit_count: How many of the task's circuits the job runs.
+        sub_index_offset: Index of its first circuit in the task's list of circuits.
+        status: Its own status (a :class:`TaskStatus` value); see :meth:`TaskStore.aggregate_status`.
+        result: Its result: a JSON-serialisable dict (one circuit), a list (a batch), or None.
+        error_message: Why it failed, if it did.
+        submit_time: ISO format timestamp of its submission.
+        update_time: ISO format timestamp of its last status update.
+    """
+
+    uniqc_task_id: str
+    shard_index: int
+    platform_task_id: str
+    backend: str
+    circuit_count: int = 1
+    sub_index_offset: int = 0
+    status: str = TaskStatus.PENDING
+    result: dict[str, Any] | list[Any] | None = None
+    error_message: str | None = None
+    submit_time: str = field(default_factory=utc_now)
+    update_time: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain, JSON-serialisable dict of the fields (status as its plain value)."""
+        status = self.status.value if isinstance(self.status, TaskStatus) else self.status
+        return {
+            "uniqc_task_id": self.uniqc_task_id,
+            "shard_index": self.shard_index,
+            "platform_task_id": self.platform_task_id,
+            "backend": self.backend,
+            "circuit_count": self.circuit_count,
+            "sub_index_offset": self.sub_index_offset,
+            "status": status,
+            "result": self.result,
+            "error_message": self.error_message,
+            "submit_time": self.submit_time,
+            "update_time": self.update_time,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskShard:
+        """Create a :class:`TaskShard` from a dict such as :meth:`to_dict` returns.
+
+        Raises:
+            InvalidTaskTypeError: ``data`` is not a dict.
+            InvalidTaskError: a required key is missing or an unknown key is present.
+        """
+        return cls(**_from_dict(cls, data, ("uniqc_task_id", "shard_index", "platform_task_id", "backend")))
+
+
+def _from_dict(cls: type[Any], data: object, required: tuple[str, ...]) -> dict[str, Any]:
+    where = f"{cls.__name__}.from_dict"
+    if not isinstance(data, dict):
+        raise InvalidTaskTypeError(f"{where} expects a dict, got {type(data).__name__}")
+    known = cls.__dataclass_fields__
+    unknown = sorted(map(str, set(data) - set(known)))
+    if unknown:
+        raise InvalidTaskError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise InvalidTaskError(f"{where}: missing required keys {missing}")
+    return data
 
 
 def status_value(status: object, *, argument: str = "status") -> str:
@@ -160,11 +251,25 @@ def check_limit(value: object, argument: str) -> int | None:
     return value
 
 
-def check_text(value: object, name: str, max_length: int | None = None) -> str:
-    """Validate a required, non-empty string (of at most ``max_length`` characters, if given)."""
+def check_int(value: object, name: str, maximum: int) -> int:
+    """Validate an int (not a bool) between 0 and ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTaskTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= maximum:
+        raise InvalidTaskError(f"{name} must be between 0 and {maximum}, got {value}")
+    return int(value)  # an int subclass (IntEnum, numpy's are not) binds as the plain value
+
+
+def check_optional_text(value: object, name: str, max_length: int | None = None) -> str | None:
+    """Validate None or a string, which may be empty (``error_message``, ``archived_at``)."""
+    return None if value is None else check_text(value, name, max_length, empty=True)
+
+
+def check_text(value: object, name: str, max_length: int | None = None, *, empty: bool = False) -> str:
+    """Validate a string (non-empty unless ``empty``, of at most ``max_length`` characters if given)."""
     if not isinstance(value, str):
         raise InvalidTaskTypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
-    if not value:
+    if not value and not empty:
         raise InvalidTaskError(f"{name} must not be empty")
     if max_length is not None and len(value) > max_length:
         raise InvalidTaskError(f"{name} is {len(value)} characters long; the limit is {max_length}")
@@ -174,18 +279,20 @@ def check_text(value: object, name: str, max_length: int | None = None) -> str:
     return value
 
 
-def dump_json(value: object, name: str) -> str:
-    """Encode a dict field as JSON text that decodes to an equal value.
+def dump_json(value: object, name: str, *, lists: bool = False) -> str:
+    """Encode a dict field (a dict or a list, if ``lists``) as JSON text that decodes to an equal value.
 
     Raises:
-        InvalidTaskTypeError: ``value`` is not a dict, or holds something JSON would change or
-            cannot encode (a key that is not a str, a tuple, a set ...); the message names the
-            field and the key path, e.g. ``result['a'][0]: dict key 0 is int; ...``.
+        InvalidTaskTypeError: ``value`` is not a dict (or list), or holds something JSON would
+            change or cannot encode (a key that is not a str, a tuple, a set ...); the message
+            names the field and the key path, e.g. ``result['a'][0]: dict key 0 is int; ...``.
         InvalidTaskError: ``value`` nests deeper than :data:`MAX_JSON_DEPTH`, contains itself,
             or holds text that is not valid UTF-8.
     """
-    if not isinstance(value, dict):
-        raise InvalidTaskTypeError(f"{name} must be a dict, got {type(value).__name__}")
+    if not isinstance(value, dict) and not (lists and isinstance(value, list)):
+        kinds = "a dict or a list" if lists else "a dict"
+        hint = "; pass a list instead (JSON would give a list back)" if lists and isinstance(value, tuple) else ""
+        raise InvalidTaskTypeError(f"{name} must be {kinds}, got {type(value).__name__}{hint}")
     _check_json_value(value, name)
     try:
         try:
@@ -204,7 +311,7 @@ _SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _STR_TYPE = frozenset((str,))
 
 
-def _check_json_value(value: dict[str, Any], name: str) -> None:
+def _check_json_value(value: dict[str, Any] | list[Any], name: str) -> None:
     """Refuse anything in ``value`` that JSON would lose, change or fail on.
 
     One iterative pass over the containers (no recursion, so any caller depth is fine) that also
@@ -266,7 +373,7 @@ def _refuse_type(item: object, name: str, path: tuple[Any, ...]) -> None:
     )
 
 
-def _refuse_depth(value: dict[str, Any], name: str, path: tuple[Any, ...]) -> None:
+def _refuse_depth(value: dict[str, Any] | list[Any], name: str, path: tuple[Any, ...]) -> None:
     # A container that contains itself is endlessly deep: say so (only on this error path).
     seen = {id(value)}
     node: Any = value
@@ -299,8 +406,9 @@ def _in_fresh_thread(function: Callable[[Any], Any], argument: Any) -> Any:
     return value
 
 
-def load_json(text: Any, task_id: str, name: str) -> Any:
-    """Decode the stored JSON text of field ``name`` of task ``task_id``, from any caller depth.
+def load_json(text: Any, record: str, name: str, remedy: str) -> Any:
+    """Decode the stored JSON text of field ``name`` of ``record`` (``"task 'x'"``), from any
+    caller depth; ``remedy`` is the call that removes the record (``"delete('x')"``).
 
     Raises:
         CorruptRecordError: the text is not JSON, or nests deeper than Python's json can decode
@@ -319,8 +427,8 @@ def load_json(text: Any, task_id: str, name: str) -> Any:
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         reason, error = f"{type(exc).__name__}: {exc}", exc
     raise CorruptRecordError(
-        f"task {task_id!r}: its {name} (column {name}_json) cannot be decoded: {reason}. The row is left as "
-        f"it is; the other tasks can still be read with get(), and this one removed with delete({task_id!r})"
+        f"{record}: its {name} (column {name}_json) cannot be decoded: {reason}. The row is left as "
+        f"it is; the other tasks can still be read with get(), and this one removed with {remedy}"
     ) from error
 
 
@@ -333,65 +441,72 @@ def _check_utf8(text: str, message: str) -> None:
             raise InvalidTaskError(message) from None
 
 
-def task_row(task: TaskInfo, update_time: str) -> dict[str, Any]:
-    """Validate ``task`` and return the column values of its v1 row, stamped with ``update_time``.
 
-    Raises:
-        InvalidTaskTypeError, InvalidTaskError: a field is invalid; the message names it.
-    """
-    if not isinstance(task, TaskInfo):
-        raise InvalidTaskTypeError(f"expected a TaskInfo, got {type(task).__name__}")
-    shots = task.shots
-    if isinstance(shots, bool) or not isinstance(shots, int):
-        raise InvalidTaskTypeError(f"shots must be an int, got {type(shots).__name__} {shots!r}")
-    if not 0 <= shots <= MAX_SHOTS:
-        raise InvalidTaskError(f"shots must be between 0 and {MAX_SHOTS}, got {shots}")
-    result = task.result
-    return {
-        "task_id": check_text(task.task_id, "task_id", MAX_KEY_LENGTH),
-        "backend": check_text(task.backend, "backend", MAX_KEY_LENGTH),
-        "status": status_value(task.status),
-        "shots": shots,
-        "submit_time": check_text(task.submit_time, "submit_time", MAX_TIME_LENGTH),
-        "update_time": update_time,
-        "result_json": None if result is None else dump_json(result, "result"),
-        "metadata_json": dump_json(task.metadata, "metadata"),
-    }
+# -- what each field must be, and the value it is stored as ------------------------------------------
+# By field name; rows.py finds each field's column in the models. update_time is not here: the
+# store stamps it. A field without a column (archived_at of a live task) is checked, not stored.
+
+FieldCheck = Callable[[Any], Any]
 
 
-def task_from_row(row: Any) -> TaskInfo:
-    """Build a :class:`TaskInfo` from a row of the v1 columns, in table order.
+def _key(name: str) -> FieldCheck:
+    return lambda value: check_text(value, name, MAX_KEY_LENGTH)
 
-    Raises:
-        CorruptRecordError: ``result_json`` or ``metadata_json`` cannot be decoded.
-    """
-    task_id, backend, status, shots, submit_time, update_time, result_json, metadata_json = row
-    try:
-        result = None if result_json is None else _decode(result_json)
-        metadata = _decode(metadata_json) if metadata_json else {}
-    except (RecursionError, ValueError, TypeError):
-        # Rare: a row too deep for this caller's stack, or not JSON text; load_json sorts it out.
-        result = None if result_json is None else load_json(result_json, task_id, "result")
-        metadata = load_json(metadata_json, task_id, "metadata") if metadata_json else {}
-    return TaskInfo(
-        task_id=task_id,
-        backend=backend,
-        status=status,
-        result=result,
-        shots=shots,
-        submit_time=submit_time,
-        update_time=update_time,
-        metadata=metadata,
-    )
+
+def _time(name: str) -> FieldCheck:
+    return lambda value: check_text(value, name, MAX_TIME_LENGTH)
+
+
+def _number(name: str) -> FieldCheck:
+    return lambda value: check_int(value, name, MAX_SHARD_NUMBER)
+
+
+def _result(value: object) -> str | None:
+    return None if value is None else dump_json(value, "result", lists=True)
+
+
+def _error_message(value: object) -> str | None:
+    return check_optional_text(value, "error_message")
+
+
+TASK_FIELD_CHECKS: dict[str, FieldCheck] = {
+    "task_id": _key("task_id"),
+    "backend": _key("backend"),
+    "status": status_value,
+    "shots": lambda value: check_int(value, "shots", MAX_SHOTS),
+    "submit_time": _time("submit_time"),
+    "result": _result,
+    "metadata": lambda value: dump_json(value, "metadata"),
+    "error_message": _error_message,
+    "archived_at": lambda value: check_optional_text(value, "archived_at", MAX_TIME_LENGTH),
+}
+
+SHARD_FIELD_CHECKS: dict[str, FieldCheck] = {
+    "uniqc_task_id": _key("uniqc_task_id"),
+    "shard_index": _number("shard_index"),
+    "platform_task_id": _key("platform_task_id"),
+    "backend": _key("backend"),
+    "circuit_count": _number("circuit_count"),
+    "sub_index_offset": _number("sub_index_offset"),
+    "status": status_value,
+    "result": _result,
+    "error_message": _error_message,
+    "submit_time": _time("submit_time"),
+}
 
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_KEY_LENGTH",
+    "MAX_SHARD_NUMBER",
     "MAX_SHOTS",
     "MAX_TIME_LENGTH",
     "TERMINAL_STATUSES",
+    "UNIQC_TASK_ID_PREFIX",
     "TaskInfo",
+    "TaskShard",
     "TaskStatus",
+    "generate_uniqc_task_id",
+    "is_uniqc_task_id",
     "utc_now",
 ]

@@ -30,7 +30,7 @@ from sqlalchemy import MetaData, exc, inspect, text
 from sqlalchemy.engine import Connection
 
 from . import database as dbmod
-from . import sqlite_file
+from . import sqlite_file, versions
 from .database import Database
 from .errors import (
     DatabaseError,
@@ -58,7 +58,7 @@ except ImportError:  # pragma: no cover
 APPLICATION_ID = 0x554E4943  # b"UNIC"
 #: The newest revision this library knows; a test checks it against the script directory, so
 #: opening a database that is already at head never loads the Alembic scripts.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0005"
 CURRENT_SCHEMA_VERSION = int(HEAD_REVISION)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -69,8 +69,8 @@ VERSION_TABLE = "uniqc_store_version"
 LEGACY_VERSION_TABLE = "alembic_version"
 VERSION_TABLES = (VERSION_TABLE, LEGACY_VERSION_TABLE)
 #: Columns that exist on servers only, maintained by the database and not part of the model.
-SERVER_ONLY_COLUMNS = {"tasks": {"seq"}}
-SERVER_ONLY_INDEXES = {"tasks_seq_key"}
+SERVER_ONLY_COLUMNS = {"tasks": {"seq"}, "archived_tasks": {"seq"}}
+SERVER_ONLY_INDEXES = {"tasks_seq_key", "archived_tasks_seq_key"}
 _PG_LOCK_KEY = 0x554E4943_0000_0001  # pg_advisory_lock key of uniqc_store's migrations
 _LOCK_WAIT_S = 600
 
@@ -171,9 +171,17 @@ def _judge(db: Database, facts: sqlite_file.FileFacts) -> SchemaState:
     revision, table = _recorded_revision(db, facts)
     if revision is None:
         if db.is_sqlite and facts.user_version:
-            _refuse_unless_uniqc_layout(db, facts)
+            _refuse_unless_uniqc_layout(db, facts)  # uniqc's own file: adopted at its version
         else:
             _refuse_unless_empty(db, facts)
+    elif db.is_sqlite and facts.user_version != int(revision):
+        if facts.user_version < int(revision):
+            raise DatabaseRefusedError(
+                f"{db.path} is inconsistent: its user_version {facts.user_version} is behind the "
+                f"revision {revision} recorded in {table}; it was left untouched. Restore it from a backup."
+            )
+        # uniqc upgraded a file of ours behind our back: re-stamped at its version if it is uniqc's.
+        _refuse_unless_uniqc_layout(db, facts)
     if not db.is_sqlite:
         return SchemaState(None, None, revision, table)
     return SchemaState(facts.application_id, facts.user_version, revision, table)
@@ -182,19 +190,30 @@ def _judge(db: Database, facts: sqlite_file.FileFacts) -> SchemaState:
 def _recorded_revision(db: Database, facts: sqlite_file.FileFacts) -> tuple[str | None, str | None]:
     """The revision this library recorded, and the table that holds it.
 
-    Our own table wins. ``alembic_version`` counts only as uniqc_store 0.1.0 left it: exactly one
-    known revision beside a ``tasks`` table; anything else there is another application's
-    Alembic history, which this library never reads as its own nor touches.
+    Our own table wins. ``alembic_version`` counts only as uniqc_store 0.1.0 left it: revision
+    ``0001`` alone, beside uniqc's v1 ``tasks`` table (and on SQLite the header it wrote,
+    ("UNIC", 1)); anything else there is another application's Alembic history, which this
+    library never reads as its own nor touches.
     """
     rows = facts.version_rows.get(VERSION_TABLE)
     if rows is not None:
         if len(rows) > 1 or (rows and not _known(rows[0])):
             raise _unknown_revisions(db, rows)
         return (rows[0] if rows else None), VERSION_TABLE
-    legacy = facts.version_rows.get(LEGACY_VERSION_TABLE)
-    if legacy is not None and len(legacy) == 1 and _known(legacy[0]) and "tasks" in facts.objects:
-        return legacy[0], LEGACY_VERSION_TABLE
+    if facts.version_rows.get(LEGACY_VERSION_TABLE) == [_LEGACY_REVISION] and _written_by_0_1_0(db, facts):
+        return _LEGACY_REVISION, LEGACY_VERSION_TABLE
     return None, None
+
+
+_LEGACY_REVISION = "0001"  # the only revision uniqc_store 0.1.0 had
+
+
+def _written_by_0_1_0(db: Database, facts: sqlite_file.FileFacts) -> bool:
+    v1_columns = [column.name for column in versions.LAYOUTS[1]["tasks"].columns]
+    columns = [name for name in facts.columns.get("tasks", []) if name not in SERVER_ONLY_COLUMNS["tasks"]]
+    if columns != v1_columns:
+        return False
+    return not db.is_sqlite or (facts.application_id, facts.user_version) == (APPLICATION_ID, 1)
 
 
 def _unknown_revisions(db: Database, rows: list[str]) -> DatabaseRefusedError:
@@ -208,19 +227,14 @@ def _unknown_revisions(db: Database, rows: list[str]) -> DatabaseRefusedError:
     )
 
 
-#: The columns of uniqc's ``tasks`` table at each schema version, in table order.
-UNIQC_TASKS_COLUMNS = {
-    1: ["task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json"],
-}
-
-
 def _refuse_unless_uniqc_layout(db: Database, facts: sqlite_file.FileFacts) -> None:
-    """A file with a version but no revision is adopted only if it really is uniqc's."""
-    columns = facts.columns.get("tasks", [])
-    if columns != UNIQC_TASKS_COLUMNS.get(facts.user_version):
+    """A file whose ``user_version`` no revision of ours accounts for is taken on only if its
+    layout is uniqc's layout at that version, as SQLite reports it."""
+    problems = versions.differences(facts.layout, facts.user_version)
+    if problems:
         raise ForeignDatabaseError(
-            f"{db.path} has user_version {facts.user_version} but no uniqc tasks table "
-            f"(found columns {columns or 'none'}); it was left untouched"
+            f"{db.path} has user_version {facts.user_version} but not uniqc's layout for it "
+            f"({'; '.join(problems)}); it was left untouched"
         )
 
 
@@ -649,7 +663,10 @@ def _target_metadata(dialect: str) -> MetaData:
     if dialect == "sqlite":
         return Base.metadata
     metadata = MetaData(naming_convention=Base.metadata.naming_convention)
-    Base.metadata.tables["tasks"].to_metadata(metadata).c.task_id.nullable = False
+    for table in Base.metadata.sorted_tables:
+        copy = table.to_metadata(metadata)
+        if "task_id" in copy.c:
+            copy.c.task_id.nullable = False
     return metadata
 
 
@@ -667,16 +684,18 @@ def _move_legacy_version_table(migration: MigrationContext, script: Any, state: 
 
 
 def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
-    """Stamp a file written by uniqc itself (``user_version`` > 0, no revision) at its version."""
+    """Stamp a file whose ``user_version`` is ahead of its revision (none, for a file uniqc wrote;
+    an older one, for a file of ours that uniqc upgraded) at that version. :func:`read_state`
+    has checked that the layout is uniqc's for that version."""
     conn = migration.connection
     if conn is None or conn.dialect.name != "sqlite":
         return
     try:
         heads = migration.get_current_heads()
-        user_version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+        user_version = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
     finally:
         conn.commit()
-    if heads or not user_version:
+    if user_version <= max((int(head) for head in heads), default=0):
         return
     with conn.begin():
         migration.stamp(script, f"{user_version:04d}")

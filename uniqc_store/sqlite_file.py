@@ -15,6 +15,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import versions
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: How long the read-only look waits for another connection's lock (a migration's, say).
 INSPECT_TIMEOUT_S = 60.0
@@ -45,6 +47,8 @@ class FileFacts:
     version_rows: dict[str, list[str]] = field(default_factory=dict)
     #: Column names of each table of interest that exists, in table order.
     columns: dict[str, list[str]] = field(default_factory=dict)
+    #: uniqc's tables that exist, as SQLite reports them (see :mod:`uniqc_store.versions`).
+    layout: versions.Layout = field(default_factory=dict)
 
 
 def read_raw_header(path: Path) -> RawHeader | None:
@@ -121,7 +125,31 @@ def _inspect(uri: str, version_tables: tuple[str, ...], tables: tuple[str, ...])
             for table in version_tables
             if "version_num" in columns.get(table, ())
         }
+        layout = {table: _table_layout(conn, table) for table in versions.UNIQC_TABLES if table in objects}
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return FileFacts(application_id & 0xFFFFFFFF, user_version, objects, version_rows, columns)
+    return FileFacts(application_id & 0xFFFFFFFF, user_version, objects, version_rows, columns, layout)
+
+
+def _table_layout(conn: sqlite3.Connection, table: str) -> versions.Table:
+    """``table`` as ``PRAGMA table_info``, ``index_list``/``index_info`` and ``foreign_key_list``
+    report it."""
+    columns = tuple(
+        versions.Column(name, type_, bool(notnull), default, pk)
+        for _, name, type_, notnull, default, pk in conn.execute(f'PRAGMA table_info("{table}")')
+    )
+    indexes = frozenset(
+        versions.Index(
+            name,
+            tuple(row[2] for row in conn.execute(f'PRAGMA index_info("{name}")')),
+            bool(unique),
+            origin,
+        )
+        for _, name, unique, origin, _ in conn.execute(f'PRAGMA index_list("{table}")')
+    )
+    foreign_keys = tuple(
+        versions.ForeignKey(column, parent, to, on_update, on_delete)
+        for _, _, parent, column, to, on_update, on_delete, _ in conn.execute(f'PRAGMA foreign_key_list("{table}")')
+    )
+    return versions.Table(columns, indexes, foreign_keys)

@@ -1,230 +1,82 @@
-"""``TaskStore``: the repository of task records, on SQLite (default) or a database server."""
+"""``TaskStore``: the repository of task records, their shards and their archive, on SQLite
+(default) or a database server.
+
+Which column holds which field is rows.py's; the statements are statements.py's; sizing MySQL
+statements is packets.py's. This module runs them, each call in one transaction.
+"""
 
 from __future__ import annotations
 
 import builtins
+import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BigInteger, ColumnClause, Delete, Insert, Table, bindparam, delete, func, literal_column, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy import exc
+from sqlalchemy.engine import URL
 
-from . import database, schema
-from .errors import DatabaseError, InvalidTaskError, InvalidTaskTypeError
-from .execution import AnySelect, CoreTx, Tx
-from .models import Task
+from . import database, packets, schema
+from .ddl import MYSQL
+from .errors import DatabaseError, InvalidTaskTypeError, TaskConflictError, TaskNotFoundError
+from .execution import Tx
 from .records import (
     TERMINAL_STATUSES,
     TaskInfo,
+    TaskShard,
+    TaskStatus,
     check_limit,
     check_text,
     status_value,
     status_values,
-    task_from_row,
-    task_row,
     utc_now,
 )
+from .rows import (
+    archived_shard_from_row,
+    archived_task_from_row,
+    shard_from_row,
+    shard_row,
+    task_from_row,
+    task_row,
+)
+from .statements import NO_LIMIT, TaskQueries, statements
 
-_table = cast(Table, Task.__table__)  # typed as FromClause: Task, declared by __tablename__, maps a Table
-_COLUMNS = [_table.c[name] for name in (
-    "task_id", "backend", "status", "shots", "submit_time", "update_time", "result_json", "metadata_json",
-)]
-# Everything but the key and submit_time, which keeps its first value on update.
-_UPDATED = [c.name for c in _COLUMNS if c.name not in ("task_id", "submit_time")]
-_NO_LIMIT = 2**63 - 1
+_TERMINAL = frozenset(TERMINAL_STATUSES)
 
-
-def _upsert(dialect: str) -> Insert:
-    """Each dialect's native upsert, keeping the first submit_time."""
-    if dialect in ("mysql", "mariadb"):
-        on_duplicate = mysql.insert(_table)
-        return on_duplicate.on_duplicate_key_update({name: on_duplicate.inserted[name] for name in _UPDATED})
-    on_conflict = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(_table)
-    return on_conflict.on_conflict_do_update(
-        index_elements=["task_id"], set_={name: on_conflict.excluded[name] for name in _UPDATED}
-    )
-
-
-class _Statements:
-    """The statements of one dialect, each built once: SQLAlchemy's compiled cache (servers) and
-    the SQLite SQL cache (execution.py, keyed by the statement's id) then always hit, and nothing
-    is rebuilt per call.
-
-    The variants of ``list``, ``count`` and ``clear`` are built on first use and kept in dicts of
-    this instance, one per dialect for the life of the process; ``setdefault`` keeps the first
-    one built, so racing threads all get the same statement object.
-    """
-
-    def __init__(self, dialect: str) -> None:
-        # Ties of submit_time: the most recently inserted first, by SQLite's rowid or the
-        # servers' database-numbered seq column (see revision 0001).
-        self._tie: ColumnClause[Any] = literal_column("rowid" if dialect == "sqlite" else "tasks.seq")
-        self.upsert = _upsert(dialect)
-        self.get = select(*_COLUMNS).where(_table.c.task_id == bindparam("task_id"))
-        self.delete = delete(_table).where(_table.c.task_id == bindparam("task_id"))
-        self.delete_all = delete(_table)
-        self.count_by_status = (
-            select(_table.c.status, func.count()).group_by(_table.c.status).order_by(_table.c.status)
-        )
-        self._lists: dict[tuple[bool, bool, bool, bool], AnySelect] = {}
-        self._counts: dict[tuple[bool, bool], AnySelect] = {}
-        self._clears: dict[tuple[str, ...], Delete] = {}
-
-    def list(self, status: bool, backend: bool, limit: bool, offset: bool) -> AnySelect:
-        key = (status, backend, limit, offset)
-        stmt = self._lists.get(key)
-        if stmt is None:
-            stmt = _where(select(*_COLUMNS), status, backend)
-            stmt = stmt.order_by(_table.c.submit_time.desc(), self._tie.desc())
-            if limit:
-                stmt = stmt.limit(bindparam("limit", type_=BigInteger))
-            if offset:
-                stmt = stmt.offset(bindparam("offset", type_=BigInteger))
-            stmt = self._lists.setdefault(key, stmt)
-        return stmt
-
-    def count(self, status: bool, backend: bool) -> AnySelect:
-        key = (status, backend)
-        stmt = self._counts.get(key)
-        if stmt is None:
-            stmt = self._counts.setdefault(key, _where(select(func.count()).select_from(_table), status, backend))
-        return stmt
-
-    def clear(self, statuses: tuple[str, ...]) -> Delete:
-        stmt = self._clears.get(statuses)
-        if stmt is None:
-            stmt = self._clears.setdefault(statuses, delete(_table).where(_table.c.status.in_(statuses)))
-        return stmt
+# Integrity violations, by what the drivers report: SQLite's extended result codes, PostgreSQL's
+# SQLSTATE, MySQL's error numbers.
+_FOREIGN_KEY, _UNIQUE = "foreign key", "unique"
+_SQLITE_CODES = {787: _FOREIGN_KEY, 1555: _UNIQUE, 2067: _UNIQUE}
+_SQLITE_MESSAGES = {"FOREIGN KEY constraint failed": _FOREIGN_KEY, "UNIQUE constraint failed": _UNIQUE}
+_SQLSTATES = {"23503": _FOREIGN_KEY, "23505": _UNIQUE}
+_MYSQL_CODES = {1216: _FOREIGN_KEY, 1452: _FOREIGN_KEY, 1062: _UNIQUE}
 
 
-def _where(stmt: AnySelect, status: bool, backend: bool) -> AnySelect:
-    if status:
-        stmt = stmt.where(_table.c.status == bindparam("status"))
-    if backend:
-        stmt = stmt.where(_table.c.backend == bindparam("backend"))
-    return stmt
-
-
-_statements: dict[str, _Statements] = {}
-
-
-# -- MySQL/MariaDB: every statement within the server's max_allowed_packet ------------------------
-#
-# PyMySQL sends a statement as text, its values quoted and escaped in it, and the server drops the
-# connection ("MySQL server has gone away") when the statement is not smaller than
-# max_allowed_packet. So the size of every statement is checked before anything is sent.
-
-_PACKET_INFO = "uniqc_store.max_allowed_packet"  # per DBAPI connection: (limit, statement text)
-_MAX_PACKET_CEILING = 1 << 30  # the largest max_allowed_packet MySQL and MariaDB accept
-
-
-def _packet_batches(
-    db: database.Database,
-    conn: Connection,
-    stmt: ClauseElement,
-    rows: builtins.list[dict[str, Any]],
-    label: Callable[[int], str],
-) -> builtins.list[builtins.list[dict[str, Any]]]:
-    """Split ``rows`` into batches whose ``executemany`` sends no statement the server would refuse.
-
-    ``label(i)`` names row ``i`` in an error. The session's ``max_allowed_packet`` is read once per
-    connection (a ``SET GLOBAL`` reaches only new connections).
-
-    Raises:
-        InvalidTaskError: a row alone makes a statement too large; nothing has been sent.
-    """
-    limit, sql = _packet_limit(conn, stmt)
-    # What the server accepts: the statement's bytes plus the protocol's command byte must stay
-    # below max_allowed_packet (measured on MariaDB 10.11: a 16777214-byte query passes at 16 MiB,
-    # one byte more is refused).
-    largest = limit - 2
-    batches: builtins.list[builtins.list[dict[str, Any]]] = []
-    batch: builtins.list[dict[str, Any]] = []
-    total = 0
-    for index, row in enumerate(rows):
-        size = len(sql) + _size_bound(row)
-        if size > largest:  # near the limit: measure exactly what PyMySQL would send
-            size = _sent_size(conn, sql, row)
-            if size > largest:
-                raise _too_large(db, conn, row, label(index), size, limit)
-        # PyMySQL turns executemany into multi-row INSERTs of consecutive rows, each no longer
-        # than the single-row statements of its rows added up; batches are cut on that sum.
-        if batch and total + size > largest:
-            batches.append(batch)
-            batch, total = [], 0
-        batch.append(row)
-        total += size
-    batches.append(batch)
-    return batches
-
-
-def _core(tx: Tx) -> Connection:
-    assert isinstance(tx, CoreTx)
-    return tx.connection
-
-
-def _packet_limit(conn: Connection, stmt: ClauseElement) -> tuple[int, str]:
-    cached = conn.info.get(_PACKET_INFO)
-    if cached is None:
-        limit = int(conn.exec_driver_sql("SELECT @@session.max_allowed_packet").scalar_one())
-        cached = conn.info[_PACKET_INFO] = (limit, stmt.compile(dialect=conn.dialect).string)
-    return cached
-
-
-def _size_bound(row: dict[str, Any]) -> int:
-    # utf-8 takes at most 4 bytes a character, and escaping at most doubles an ASCII character;
-    # numbers and NULL take fewer than 24. (The statement text's placeholders, counted in full
-    # by the caller, are longer than nothing.)
-    return sum(4 * len(value) + 2 if isinstance(value, str) else 24 for value in row.values())
-
-
-def _sent_size(conn: Connection, sql: str, params: Any) -> int:
-    """Bytes of the statement PyMySQL sends for ``sql`` with ``params``, exactly as it builds it
-    (its escaping follows the connection's charset and sql_mode)."""
-    raw: Any = conn.connection.dbapi_connection
-    cursor = raw.cursor()
-    try:
-        return len(cursor.mogrify(sql, params).encode(raw.encoding, "surrogateescape"))
-    finally:
-        cursor.close()
-
-
-def _too_large(
-    db: database.Database, conn: Connection, row: dict[str, Any], label: str, size: int, limit: int
-) -> InvalidTaskError:
-    fields = {
-        name: 0 if row[column] is None else _sent_size(conn, "%s", (row[column],))
-        for name, column in (("result", "result_json"), ("metadata", "metadata_json"))
-    }
-    field = max(fields, key=fields.__getitem__)
-    needed = size + 2
-    if needed > _MAX_PACKET_CEILING:
-        remedy = (
-            f"No server takes a statement this large (max_allowed_packet is at most {_MAX_PACKET_CEILING:,}): "
-            f"make the {field} smaller."
-        )
-    else:
-        suggested = -(-needed // (1 << 20)) << 20  # whole MiB
-        remedy = (
-            f"To store it, raise the limit as the server's administrator, e.g. SET GLOBAL "
-            f"max_allowed_packet={suggested}; (new connections get it: restart this program; set "
-            f"max_allowed_packet in the server's configuration to keep it), or make the {field} smaller."
-        )
-    return InvalidTaskError(
-        f"{label}: {field} is too large for {db.display_url}: saving it takes a statement of {size:,} bytes "
-        f"(result {fields['result']:,} bytes, metadata {fields['metadata']:,} bytes as sent: JSON, utf-8, "
-        f"quoted and escaped), and the server's max_allowed_packet of {limit:,} bytes allows statements "
-        f"of at most {limit - 2:,} bytes. Nothing was written. {remedy}"
-    )
+def _violation(error: BaseException) -> str | None:
+    """``"foreign key"`` or ``"unique"`` if the driver error behind ``error`` (a translated
+    :class:`DatabaseError`) is that integrity violation, else None."""
+    cause = error.__cause__
+    if isinstance(cause, exc.DBAPIError):
+        cause = cause.orig
+    if isinstance(cause, sqlite3.IntegrityError):
+        code = getattr(cause, "sqlite_errorcode", None)  # Python >= 3.11
+        if code is not None:
+            return _SQLITE_CODES.get(code)
+        return next((kind for text, kind in _SQLITE_MESSAGES.items() if str(cause).startswith(text)), None)
+    sqlstate = getattr(cause, "sqlstate", None)  # psycopg's; PyMySQL's is MySQL's generic "23000"
+    if sqlstate in _SQLSTATES:
+        return _SQLSTATES[sqlstate]
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
+        return _MYSQL_CODES.get(args[0])
+    return None
 
 
 class TaskStore:
-    """Storage for task records, on an SQLite file or a PostgreSQL / MySQL / MariaDB server.
+    """Storage for task records, their shards and their archive, on an SQLite file or a
+    PostgreSQL / MySQL / MariaDB server.
 
     Safe to construct many times against the same database, and to share between threads:
     stores on the same URL in one process share one engine and its pooled connections.
@@ -259,8 +111,8 @@ class TaskStore:
         self.url = db.display_url
         self.db_path = db.path
         self.cache_dir = db.path.parent if db.path is not None else None
-        self._sql = _statements.get(db.dialect) or _statements.setdefault(db.dialect, _Statements(db.dialect))
-        self._packet_limited = db.dialect in ("mysql", "mariadb")  # see _packet_batches
+        self._sql = statements(db.dialect)
+        self._packet_limited = db.dialect in MYSQL  # see packets.py
         self._closed = False
         with db.gate:
             # Once this process has found the database at head, another store on it costs one
@@ -297,33 +149,40 @@ class TaskStore:
             schema.ensure_schema(db)
 
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[Tx]:
-        """Run one unit of work: begin, commit, roll back on any error, translate driver errors."""
+    def _transaction(self, *, write: bool) -> Iterator[Tx]:
+        """Run one unit of work: begin, commit, roll back on any error, translate driver errors.
+
+        Every call states its intent: ``write=True`` takes the write lock up front (SQLite's
+        ``BEGIN IMMEDIATE``) and commits; a read runs its statements without a write transaction.
+        """
         db = self._usable()
         with db.gate:
             self._bring_to_head(db)
             with db.transaction(write=write) as tx:
                 yield tx
 
-    # -- writes ----------------------------------------------------------------------------------
+    # -- tasks: writes ---------------------------------------------------------------------------
 
     def save(self, task_info: TaskInfo) -> None:
         """Insert or update a task record (by ``task_id``).
 
         Stamps ``task_info.update_time`` with the current time and persists that same value. On
-        update every field changes except ``submit_time``, which keeps its first value.
+        update every field changes except ``submit_time``, which keeps its first value; the
+        task's shards stay (an update is never a delete and an insert). ``archived_at`` is not
+        stored: the archive changes only through :meth:`archive_task` and :meth:`restore_task`.
 
         Raises:
             InvalidTaskTypeError, InvalidTaskError: a field is invalid (the message names it);
-                nothing is written. On MySQL/MariaDB also when ``result`` or ``metadata`` is too
-                large for the server's ``max_allowed_packet``.
+                nothing is written. On MySQL/MariaDB also when ``result``, ``metadata`` or
+                ``error_message`` is too large for the server's ``max_allowed_packet``.
         """
         now = utc_now()
         row = task_row(task_info, now)
+        upsert = self._sql.upsert_task
         with self._transaction(write=True) as tx:
             if self._packet_limited:
-                _packet_batches(self._db, _core(tx), self._sql.upsert, [row], lambda _: f"task {row['task_id']!r}")
-            tx.rowcount(self._sql.upsert, row)
+                packets.batches(self._db, tx, upsert, [row], lambda _: f"task {row['task_id']!r}")
+            tx.rowcount(upsert, row)
         task_info.update_time = now
 
     def save_many(self, tasks: Iterable[TaskInfo]) -> None:
@@ -354,38 +213,41 @@ class TaskStore:
                 raise type(error)(f"tasks[{index}]: {error}") from None
         if not rows:
             return
+        upsert = self._sql.upsert_task
         with self._transaction(write=True) as tx:
             if self._packet_limited:
-                batches = _packet_batches(
-                    self._db, _core(tx), self._sql.upsert, rows, lambda i: f"tasks[{i}]: task {rows[i]['task_id']!r}"
+                batches = packets.batches(
+                    self._db, tx, upsert, rows, lambda i: f"tasks[{i}]: task {rows[i]['task_id']!r}"
                 )
             else:
                 batches = [rows]
             for batch in batches:  # all sized before the first is sent: one transaction still
-                tx.many(self._sql.upsert, batch)
+                tx.many(upsert, batch)
         for task in tasks:
             task.update_time = now
 
     def delete(self, task_id: str) -> bool:
-        """Remove a single task. Returns True if it existed."""
+        """Remove a single task and its shards. Returns True if it existed."""
         task_id = check_text(task_id, "task_id")
         with self._transaction(write=True) as tx:
-            return tx.rowcount(self._sql.delete, {"task_id": task_id}) > 0
+            return tx.rowcount(self._sql.tasks.delete, {"task_id": task_id}) > 0
 
     def clear_completed(self, terminal_statuses: Iterable[str] = TERMINAL_STATUSES) -> int:
-        """Delete tasks whose status is in ``terminal_statuses``; return how many were deleted."""
+        """Delete tasks whose status is in ``terminal_statuses``, and their shards; return how
+        many tasks were deleted. The archive is left alone."""
         values = tuple(sorted(set(status_values(terminal_statuses))))
         if not values:
             return 0
         with self._transaction(write=True) as tx:
-            return tx.rowcount(self._sql.clear(values))
+            return tx.rowcount(self._sql.tasks.clear(values))
 
     def clear_all(self) -> None:
-        """Delete every task.
+        """Delete every task, shard and archived record.
 
         SQLite: deletes the database file and its ``-wal``/``-shm``/``-journal`` siblings, after
         closing every pooled connection to it in this process; the next call (on any store)
-        creates a fresh, fully migrated file. Servers: deletes every row, keeping the schema.
+        creates a fresh, fully migrated file. Servers: deletes every row of the four tables,
+        keeping the schema.
         """
         db = self._db
         if db.is_sqlite and not self._closed:
@@ -393,15 +255,16 @@ class TaskStore:
                 db.delete_file()
             return
         with self._transaction(write=True) as tx:
-            tx.rowcount(self._sql.delete_all)
+            for stmt in self._sql.delete_everything:
+                tx.rowcount(stmt)
 
-    # -- reads -----------------------------------------------------------------------------------
+    # -- tasks: reads ----------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskInfo | None:
-        """Return a task by id, or None if missing."""
+        """Return a live task by id (``archived_at`` None), or None if missing."""
         task_id = check_text(task_id, "task_id")
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.get, {"task_id": task_id})
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(self._sql.tasks.get, {"task_id": task_id})
         return task_from_row(rows[0]) if rows else None
 
     def list(
@@ -412,36 +275,219 @@ class TaskStore:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[TaskInfo]:
-        """List tasks, newest first by ``submit_time``; equal times: most recently inserted first.
+        """List live tasks, newest first by ``submit_time``; equal times: most recently inserted first.
 
         Raises:
             InvalidTaskError: unknown status, or negative ``limit``/``offset``.
         """
-        params = self._filters(status, backend)
-        limit = check_limit(limit, "limit")
-        offset = check_limit(offset, "offset") or None
-        if offset is not None:
-            params["offset"] = offset
-            if limit is None:
-                limit = _NO_LIMIT  # not every backend takes OFFSET without LIMIT
-        if limit is not None:
-            params["limit"] = limit
-        stmt = self._sql.list("status" in params, "backend" in params, limit is not None, offset is not None)
-        with self._transaction() as tx:
-            rows = tx.rows(stmt, params)
-        return [task_from_row(row) for row in rows]
+        return self._list(self._sql.tasks, task_from_row, status, backend, limit, offset)
 
     def count(self, *, status: str | None = None, backend: str | None = None) -> int:
-        """Count tasks, optionally only those with ``status`` and/or on ``backend``."""
-        params = self._filters(status, backend)
-        with self._transaction() as tx:
-            count: int = tx.rows(self._sql.count("status" in params, "backend" in params), params)[0][0]
-        return count
+        """Count live tasks, optionally only those with ``status`` and/or on ``backend``."""
+        return self._count(self._sql.tasks, status, backend)
 
     def count_by_status(self) -> dict[str, int]:
-        """Return ``{status: number of tasks}`` for the statuses present."""
-        with self._transaction() as tx:
-            return dict(tx.rows(self._sql.count_by_status))
+        """Return ``{status: number of live tasks}`` for the statuses present."""
+        with self._transaction(write=False) as tx:
+            return dict(tx.rows(self._sql.tasks.count_by_status))
+
+    # -- shards ----------------------------------------------------------------------------------
+
+    def save_shard(self, shard: TaskShard) -> None:
+        """Insert or update a shard (by ``uniqc_task_id`` and ``shard_index``) of a live task.
+
+        Stamps ``shard.update_time`` with the current time and persists that same value; on
+        update every field changes except ``submit_time``, which keeps its first value.
+
+        Raises:
+            InvalidTaskTypeError, InvalidTaskError: a field is invalid (the message names it), or
+                on MySQL/MariaDB too large for ``max_allowed_packet``; nothing is written.
+            TaskNotFoundError: no live task has the id ``shard.uniqc_task_id``; nothing is written.
+        """
+        now = utc_now()
+        row = shard_row(shard, now)
+        task_id, index = row["uniqc_task_id"], row["shard_index"]
+        upsert = self._sql.upsert_shard
+        try:
+            with self._transaction(write=True) as tx:
+                if not tx.rows(self._sql.tasks.exists, {"task_id": task_id}):
+                    raise _no_task_for_shard(task_id, index)
+                if self._packet_limited:
+                    packets.batches(self._db, tx, upsert, [row], lambda _: f"shard {index} of task {task_id!r}")
+                tx.rowcount(upsert, row)
+        except DatabaseError as error:
+            # The task was deleted by another connection between the check and the insert.
+            if _violation(error) == _FOREIGN_KEY:
+                raise _no_task_for_shard(task_id, index) from error
+            raise
+        shard.update_time = now
+
+    def get_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
+        """Return the shards of the live task ``uniqc_task_id``, by ``shard_index`` (empty if none)."""
+        return self._shards(self._sql.shards.of_task, uniqc_task_id, shard_from_row)
+
+    def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
+        """Return the shards of the archived task ``uniqc_task_id``, by ``shard_index``."""
+        return self._shards(self._sql.archived_shards.of_task, uniqc_task_id, archived_shard_from_row)
+
+    def get_shard_by_platform_id(self, platform_task_id: str, *, backend: str | None = None) -> TaskShard | None:
+        """Return the live shard whose platform-issued id is ``platform_task_id`` (and whose
+        backend is ``backend``, if given), or None.
+
+        Platform ids are unique per platform, not across them: without ``backend``, of several
+        shards with the id the first by ``(uniqc_task_id, shard_index)`` is returned.
+        """
+        params = {"platform_task_id": check_text(platform_task_id, "platform_task_id")}
+        stmt = self._sql.shards.by_platform_id
+        if backend is not None:
+            params["backend"] = check_text(backend, "backend")
+            stmt = self._sql.shards.by_platform_id_on_backend
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(stmt, params)
+        return shard_from_row(rows[0]) if rows else None
+
+    def find_uniqc_id_by_platform_id(self, platform_task_id: str, *, backend: str | None = None) -> str | None:
+        """Return the ``uniqc_task_id`` of the task whose shard has the platform id
+        ``platform_task_id`` (see :meth:`get_shard_by_platform_id`), or None."""
+        shard = self.get_shard_by_platform_id(platform_task_id, backend=backend)
+        return None if shard is None else shard.uniqc_task_id
+
+    def delete_shards(self, uniqc_task_id: str) -> int:
+        """Delete every shard of the live task ``uniqc_task_id`` (the task stays); return how many."""
+        task_id = check_text(uniqc_task_id, "uniqc_task_id")
+        with self._transaction(write=True) as tx:
+            return tx.rowcount(self._sql.shards.delete_of_task, {"task_id": task_id})
+
+    def count_shards(self, *, archived: bool = False) -> int:
+        """Count the shards of live tasks (of archived tasks if ``archived``)."""
+        queries = self._sql.archived_shards if archived else self._sql.shards
+        with self._transaction(write=False) as tx:
+            count: int = tx.rows(queries.count)[0][0]
+        return count
+
+    @staticmethod
+    def aggregate_status(shards: Iterable[TaskShard]) -> str:
+        """The status of a task made of ``shards``, as uniqc derives it: no shards, ``pending``;
+        any shard not finished, ``running``; all ``success``, ``success``; any ``failed``,
+        ``failed``; otherwise (cancelled, or cancelled and succeeded) ``cancelled``."""
+        statuses = {
+            shard.status.value if isinstance(shard.status, TaskStatus) else str(shard.status) for shard in shards
+        }
+        if not statuses:
+            return TaskStatus.PENDING.value
+        if not statuses <= _TERMINAL:
+            return TaskStatus.RUNNING.value
+        if statuses == {TaskStatus.SUCCESS.value}:
+            return TaskStatus.SUCCESS.value
+        if TaskStatus.FAILED.value in statuses:
+            return TaskStatus.FAILED.value
+        return TaskStatus.CANCELLED.value
+
+    # -- the archive -----------------------------------------------------------------------------
+
+    def archive_task(self, task_id: str) -> bool:
+        """Move a live task and its shards into the archive, in one transaction, stamping them
+        all with the same ``archived_at``. Returns True if the task existed.
+
+        Raises:
+            TaskConflictError: the archive already holds a task (or shards) with this id;
+                nothing was moved.
+        """
+        task_id = check_text(task_id, "task_id")
+        key = {"task_id": task_id}
+        stamped = {"task_id": task_id, "archived_at": utc_now()}
+        sql = self._sql
+        try:
+            with self._transaction(write=True) as tx:
+                if not tx.rows(sql.tasks.lock, key):
+                    return False
+                if tx.rows(sql.archived.exists, key):
+                    raise TaskConflictError(
+                        f"cannot archive task {task_id!r}: the archive already holds a task with this id; nothing "
+                        f"was moved. Delete one of the two first: delete_archived({task_id!r}) the archived one, "
+                        f"or delete({task_id!r}) the live one (each with its shards)."
+                    )
+                # Shards first: deleting the task deletes its shards (ON DELETE CASCADE).
+                tx.rowcount(sql.archive_shards, stamped)
+                tx.rowcount(sql.archive_task, stamped)
+                tx.rowcount(sql.tasks.delete, key)
+        except DatabaseError as error:
+            if _violation(error) == _UNIQUE:  # archived shards without their task, or a race
+                raise TaskConflictError(
+                    f"cannot archive task {task_id!r}: the archive already holds records with this id "
+                    f"(its shards); nothing was moved. delete_archived({task_id!r}) removes them."
+                ) from error
+            raise
+        return True
+
+    def restore_task(self, task_id: str) -> bool:
+        """Move an archived task and its shards back to the live tables, in one transaction.
+        Returns True if the archived task existed.
+
+        Raises:
+            TaskConflictError: a live task has this id; nothing was moved.
+        """
+        task_id = check_text(task_id, "task_id")
+        key = {"task_id": task_id}
+        sql = self._sql
+        conflict = TaskConflictError(
+            f"cannot restore task {task_id!r}: a live task has this id; nothing was moved. Delete one of the "
+            f"two first: delete({task_id!r}) the live one, or delete_archived({task_id!r}) the archived one "
+            "(each with its shards)."
+        )
+        try:
+            with self._transaction(write=True) as tx:
+                if not tx.rows(sql.archived.lock, key):
+                    return False
+                if tx.rows(sql.tasks.exists, key):
+                    raise conflict
+                tx.rowcount(sql.restore_task, key)  # the task first: its shards refer to it
+                tx.rowcount(sql.restore_shards, key)
+                tx.rowcount(sql.archived_shards.delete_of_task, key)
+                tx.rowcount(sql.archived.delete, key)
+        except DatabaseError as error:
+            if _violation(error) == _UNIQUE:  # a live task saved meanwhile by another connection
+                raise conflict from error
+            raise
+        return True
+
+    def get_archived(self, task_id: str) -> TaskInfo | None:
+        """Return an archived task by id (with its ``archived_at``), or None."""
+        task_id = check_text(task_id, "task_id")
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(self._sql.archived.get, {"task_id": task_id})
+        return archived_task_from_row(rows[0]) if rows else None
+
+    def list_archived(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> builtins.list[TaskInfo]:
+        """List archived tasks as :meth:`list` lists live ones: newest first by ``submit_time``;
+        equal times: most recently archived first.
+
+        Raises:
+            InvalidTaskError: unknown status, or negative ``limit``/``offset``.
+        """
+        return self._list(self._sql.archived, archived_task_from_row, status, backend, limit, offset)
+
+    def count_archived(self, *, status: str | None = None, backend: str | None = None) -> int:
+        """Count archived tasks, optionally only those with ``status`` and/or on ``backend``."""
+        return self._count(self._sql.archived, status, backend)
+
+    def delete_archived(self, task_id: str) -> bool:
+        """Delete an archived task and its archived shards for good. Returns True if the task
+        existed (archived shards without their task are deleted too)."""
+        task_id = check_text(task_id, "task_id")
+        key = {"task_id": task_id}
+        with self._transaction(write=True) as tx:
+            tx.rowcount(self._sql.archived_shards.delete_of_task, key)
+            return tx.rowcount(self._sql.archived.delete, key) > 0
+
+    # -- the schema ------------------------------------------------------------------------------
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
@@ -458,6 +504,43 @@ class TaskStore:
             )
         return info
 
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _list(
+        self,
+        queries: TaskQueries,
+        decode: Callable[[Any], TaskInfo],
+        status: str | None,
+        backend: str | None,
+        limit: int | None,
+        offset: int | None,
+    ) -> builtins.list[TaskInfo]:
+        params = self._filters(status, backend)
+        limit = check_limit(limit, "limit")
+        offset = check_limit(offset, "offset") or None
+        if offset is not None:
+            params["offset"] = offset
+            if limit is None:
+                limit = NO_LIMIT  # not every backend takes OFFSET without LIMIT
+        if limit is not None:
+            params["limit"] = limit
+        stmt = queries.list("status" in params, "backend" in params, limit is not None, offset is not None)
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(stmt, params)
+        return [decode(row) for row in rows]
+
+    def _count(self, queries: TaskQueries, status: str | None, backend: str | None) -> int:
+        params = self._filters(status, backend)
+        with self._transaction(write=False) as tx:
+            count: int = tx.rows(queries.count("status" in params, "backend" in params), params)[0][0]
+        return count
+
+    def _shards(self, stmt: Any, uniqc_task_id: str, decode: Callable[[Any], TaskShard]) -> builtins.list[TaskShard]:
+        task_id = check_text(uniqc_task_id, "uniqc_task_id")
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(stmt, {"task_id": task_id})
+        return [decode(row) for row in rows]
+
     @staticmethod
     def _filters(status: str | None, backend: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -466,3 +549,10 @@ class TaskStore:
         if backend is not None:
             params["backend"] = check_text(backend, "backend")
         return params
+
+
+def _no_task_for_shard(task_id: str, index: int) -> TaskNotFoundError:
+    return TaskNotFoundError(
+        f"cannot save shard {index} of task {task_id!r}: there is no live task {task_id!r}; nothing was "
+        f"written. Save the task first (or, if it is archived, restore_task({task_id!r})), then its shards."
+    )

@@ -1,0 +1,214 @@
+"""Records and rows, converted by column name.
+
+Which column holds which field is read off the models' tables, never written out: a column holds
+the record field of the same name, or, when it is called ``<field>_json``, that field as JSON text
+(``result_json``, ``metadata_json``). An encoder checks and converts a record into ``{column:
+value}`` for its table; a decoder turns a row of any list of columns back into a record, with the
+position of each column resolved once, when the decoder is built (the SQLite hot path decodes a
+plain tuple).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import Table
+
+from .ddl import LONG_TEXT
+from .errors import InvalidTaskTypeError
+from .models import ArchivedShard, ArchivedTask, Shard, Task
+from .records import (
+    SHARD_FIELD_CHECKS,
+    TASK_FIELD_CHECKS,
+    FieldCheck,
+    TaskInfo,
+    TaskShard,
+    decode_json,
+    load_json,
+)
+
+# Typed as FromClause by SQLAlchemy: each model, declared by __tablename__, maps a Table.
+TASKS = cast(Table, Task.__table__)
+ARCHIVED_TASKS = cast(Table, ArchivedTask.__table__)
+SHARDS = cast(Table, Shard.__table__)
+ARCHIVED_SHARDS = cast(Table, ArchivedShard.__table__)
+
+#: The column every record of the table is stamped with when it is saved.
+STAMPED = "update_time"
+_JSON_SUFFIX = "_json"
+
+Record = TypeVar("Record", TaskInfo, TaskShard)
+Row = Sequence[Any]
+
+
+def column_names(table: Table) -> tuple[str, ...]:
+    """The model's columns of ``table``, in table order (server-only columns such as ``seq`` are
+    not in the model)."""
+    return tuple(column.name for column in table.columns)
+
+
+def field_of(column: str) -> str:
+    """The record field a column holds: ``result_json`` holds ``result``, ``backend`` ``backend``."""
+    return column[: -len(_JSON_SUFFIX)] if column.endswith(_JSON_SUFFIX) else column
+
+
+def record_type(table: Table) -> type[TaskInfo] | type[TaskShard]:
+    """The record a row of ``table`` is read as."""
+    return TaskShard if "shard_index" in table.c else TaskInfo
+
+
+def record_columns(table: Table) -> tuple[str, ...]:
+    """The columns of ``table`` that hold a field of its record, in table order: what is read.
+    (``archived_task_shards.archived_at`` is not read: a :class:`TaskShard` has no such field, as
+    in uniqc; its task's ``archived_at`` is the same.)"""
+    fields = {field.name for field in dataclasses.fields(record_type(table))}
+    return tuple(name for name in column_names(table) if field_of(name) in fields)
+
+
+# -- record -> row ------------------------------------------------------------------------------
+
+
+class Encoder(Generic[Record]):
+    """Checks a record and returns ``{column: value}`` for every column of its table.
+
+    Built once per table: each column is paired with its field's check (records.py) here, so a
+    column without a check fails at import, not at the first save.
+    """
+
+    def __init__(self, kind: type[Record], table: Table, checks: dict[str, FieldCheck]) -> None:
+        self.kind: type[Record] = kind
+        self.table = table
+        columns = [column for column in column_names(table) if column != STAMPED]
+        self._plan = [(column, field_of(column), checks[field_of(column)]) for column in columns]
+        # Fields the table has no column for are checked all the same (TaskInfo.archived_at).
+        stored = {field for _, field, _ in self._plan}
+        self._unstored = [(field, check) for field, check in checks.items() if field not in stored]
+
+    def __call__(self, record: Record, update_time: str) -> dict[str, Any]:
+        """Return the row of ``record``, its ``update_time`` column set to ``update_time``.
+
+        Raises:
+            InvalidTaskTypeError, InvalidTaskError: ``record`` is not of the table's record type,
+                or a field is invalid; the message names the field.
+        """
+        if not isinstance(record, self.kind):
+            raise InvalidTaskTypeError(f"expected a {self.kind.__name__}, got {type(record).__name__}")
+        # A plain loop: measured faster than comprehensions or attrgetter here (save's hot path).
+        row: dict[str, Any] = {}
+        for column, field, check in self._plan:
+            row[column] = check(getattr(record, field))
+        for field, check in self._unstored:
+            check(getattr(record, field))
+        row[STAMPED] = update_time
+        return row
+
+
+task_row = Encoder(TaskInfo, TASKS, TASK_FIELD_CHECKS)
+shard_row = Encoder(TaskShard, SHARDS, SHARD_FIELD_CHECKS)
+
+
+# -- row -> record ------------------------------------------------------------------------------
+
+# What a JSON column's NULL (or empty text, as uniqc reads it) stands for, by field.
+_EMPTY_JSON: dict[str, Callable[[], Any]] = {"result": lambda: None, "metadata": dict}
+
+
+class _Decoder(Generic[Record]):
+    """Builds records of type ``kind`` from rows of ``columns``.
+
+    ``label(row)`` names the record and ``remedy(row)`` the call that removes it, in the
+    :class:`~uniqc_store.CorruptRecordError` of a row whose JSON cannot be decoded.
+    """
+
+    def __init__(
+        self,
+        kind: type[Record],
+        columns: Sequence[str],
+        label: Callable[[Row], str],
+        remedy: Callable[[Row], str],
+    ) -> None:
+        fields = [field.name for field in dataclasses.fields(kind)]
+        position = {column: index for index, column in enumerate(columns)}
+        picks: list[int] = []
+        present: list[str] = []
+        # (place among the picked values, position in the row, field, what an empty column means)
+        self._json: list[tuple[int, int, str, Callable[[], Any]]] = []
+        for field in fields:
+            if field in position:
+                picks.append(position[field])
+            elif field + _JSON_SUFFIX in position:
+                self._json.append((len(picks), position[field + _JSON_SUFFIX], field, _EMPTY_JSON[field]))
+                picks.append(position[field + _JSON_SUFFIX])
+            else:
+                continue  # a field the table has no column for keeps its default
+            present.append(field)
+        strays = sorted(set(columns) - {columns[index] for index in picks})
+        if strays:
+            raise ValueError(f"columns {strays} hold no field of {kind.__name__}")
+        self._kind: type[Record] = kind
+        self._pick: Callable[[Row], Sequence[Any]] = (
+            itemgetter(*picks) if len(picks) > 1 else lambda row: (row[picks[0]],)
+        )
+        # Positional construction is the fast one; it needs the fields present to come first
+        # (tasks lack only archived_at, the last field). Otherwise: by keyword.
+        self._keywords = tuple(present) if present != fields[: len(present)] else None
+        self._label = label
+        self._remedy = remedy
+
+    def __call__(self, row: Row) -> Record:
+        values = list(self._pick(row))
+        try:
+            for slot, _, _, empty in self._json:
+                text = values[slot]
+                values[slot] = decode_json(text) if text else empty()
+        except (RecursionError, ValueError, TypeError):
+            # Rare: a row too deep for this caller's stack, or not JSON text; load_json sorts it out.
+            for slot, column, field, empty in self._json:
+                text = row[column]
+                values[slot] = load_json(text, self._label(row), field, self._remedy(row)) if text else empty()
+        if self._keywords is None:
+            return self._kind(*values)
+        return self._kind(**dict(zip(self._keywords, values, strict=True)))
+
+
+def task_decoder(columns: Sequence[str], *, archived: bool = False) -> Callable[[Row], TaskInfo]:
+    """A decoder of rows of ``columns`` (of ``tasks``, or of ``archived_tasks`` if ``archived``)
+    into :class:`TaskInfo`; columns the row lacks leave their field's default."""
+    task_id = itemgetter(columns.index("task_id"))
+    kind = "archived task" if archived else "task"
+    remedy = "delete_archived" if archived else "delete"
+    return _Decoder(
+        TaskInfo, columns, lambda row: f"{kind} {task_id(row)!r}", lambda row: f"{remedy}({task_id(row)!r})"
+    )
+
+
+def shard_decoder(columns: Sequence[str], *, archived: bool = False) -> Callable[[Row], TaskShard]:
+    """A decoder of rows of ``columns`` (of ``task_shards``, or ``archived_task_shards`` if
+    ``archived``) into :class:`TaskShard`."""
+    task_id = itemgetter(columns.index("uniqc_task_id"))
+    index = itemgetter(columns.index("shard_index"))
+    kind = "archived shard" if archived else "shard"
+    remedy = "delete_archived" if archived else "delete_shards"
+    return _Decoder(
+        TaskShard,
+        columns,
+        lambda row: f"{kind} {index(row)} of task {task_id(row)!r}",
+        lambda row: f"{remedy}({task_id(row)!r})",
+    )
+
+
+#: Decoders of the rows statements.py selects from each table: its :func:`record_columns`.
+task_from_row = task_decoder(record_columns(TASKS))
+archived_task_from_row = task_decoder(record_columns(ARCHIVED_TASKS), archived=True)
+shard_from_row = shard_decoder(record_columns(SHARDS))
+archived_shard_from_row = shard_decoder(record_columns(ARCHIVED_SHARDS), archived=True)
+
+#: Columns whose values have no length limit (JSON payloads, error texts: ``LONGTEXT`` on MySQL),
+#: by table, with the field each holds: what packets.py names when a statement is too large.
+PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
+    table.name: {column.name: field_of(column.name) for column in table.columns if column.type is LONG_TEXT}
+    for table in (TASKS, ARCHIVED_TASKS, SHARDS, ARCHIVED_SHARDS)
+}
