@@ -171,7 +171,7 @@ def test_another_programs_alembic_revision_0001_beside_its_own_tasks_table_is_no
         f"CREATE TABLE {LEGACY_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
         f"INSERT INTO {LEGACY_VERSION_TABLE} VALUES ('0001')",
         "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title VARCHAR(50), done INTEGER)",
-        "INSERT INTO tasks (title, done) VALUES ('buy milk', 0)",
+        "INSERT INTO tasks (id, title, done) VALUES (1, 'buy milk', 0)",
     )
     if backend == "sqlite":
         path = tmp_path / "todo.db"
