@@ -649,3 +649,26 @@ def test_a_real_process_uses_the_default_location_under_home(
     default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
     assert (done.returncode, done.stdout) == (0, f"{default}: created at revision {HEAD_REVISION} (head)\n")
     assert default.is_file()
+
+
+def test_show_of_a_value_too_deep_to_print_is_one_line_not_unexpected(tmp_path: Path, capsys) -> None:
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("deep", "sim"))
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("UPDATE tasks SET result_json = ? WHERE task_id = 'deep'", ("[" * 990 + "]" * 990,))
+    conn.commit()
+    conn.close()
+    assert main(["--cache-dir", str(tmp_path), "show", "deep"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected" not in err and "nested too deeply" in err
+
+
+def test_show_in_an_ascii_terminal_says_how_to_fix_the_encoding(tmp_path: Path) -> None:
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("任务-1", "sim"))
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(
+        [sys.executable, "-m", "uniqc_store", "--cache-dir", str(tmp_path), "show", "任务-1"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert done.returncode == 2 and "PYTHONIOENCODING=utf-8" in done.stderr and "unexpected" not in done.stderr

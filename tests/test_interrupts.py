@@ -185,3 +185,40 @@ def test_an_exception_at_any_line_of_a_call_leaves_no_transaction_open(tmp_path:
         stored = store.get("t")
         assert stored is None or stored.status in ("pending", "success", "failed")
     assert lines > 10
+
+
+def test_ctrl_c_while_clear_all_waits_for_other_operations_leaves_the_store_usable(
+    tmp_path: Path, holder, alarm
+) -> None:
+    import threading
+
+    store = TaskStore(tmp_path)
+    locker = holder(1.5)
+    waiting = threading.Thread(target=store.save, args=(TaskInfo("queued", "sim"),))
+    waiting.start()  # holds the gate while it waits for the other process's lock
+    time.sleep(0.2)
+    alarm(0.2, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        store.clear_all()
+    waiting.join(timeout=30)
+    locker.wait(timeout=30)
+    assert store.get("queued") is not None  # neither hangs nor lost: clear_all never ran
+    with TaskStore(tmp_path) as again:
+        assert again.count() == 1
+
+
+def test_ctrl_c_while_opening_a_file_another_process_holds_takes_effect_promptly(
+    tmp_path: Path, holder, alarm
+) -> None:
+    from uniqc_files import write_uniqc_v1_file
+
+    write_uniqc_v1_file(tmp_path / DB_FILENAME)  # opening it migrates: it needs the write lock
+    locker = holder(3.0)
+    alarm(0.3, KeyboardInterrupt)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        TaskStore(tmp_path)
+    assert time.monotonic() - started < 1.5
+    locker.wait(timeout=30)
+    with TaskStore(tmp_path) as store:
+        assert store.count() == 3

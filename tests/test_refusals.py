@@ -3,6 +3,7 @@ the store, the library's upgrade, the CLI and the ``alembic`` command line."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -10,9 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
-from uniqc_store import DB_FILENAME, ForeignDatabaseError, TaskInfo, TaskStore, cli, schema
+from uniqc_store import (
+    DB_FILENAME,
+    DatabaseRefusedError,
+    ForeignDatabaseError,
+    NotADatabaseError,
+    TaskInfo,
+    TaskStore,
+    cli,
+    schema,
+)
 
+from dbutil import raw_execute
 from uniqc_files import assert_file_and_wal_unchanged, snapshot, wal_file_with_a_hot_wal
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -126,3 +138,41 @@ def test_a_file_of_ours_downgraded_to_base_opens_again(tmp_path: Path) -> None:
     schema.downgrade("base", cache_dir=tmp_path)
     with TaskStore(tmp_path) as store:
         assert store.schema_info()["revision"] == schema.HEAD_REVISION
+
+
+def test_clear_all_refuses_to_delete_another_programs_file_moved_onto_the_path(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.save(TaskInfo("t", "sim"))
+    (tmp_path / DB_FILENAME).unlink()  # another program replaces the file while the store is open
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("PRAGMA application_id = 305419896")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.commit()
+    conn.close()
+    before = {name: digest for name, digest in snapshot(tmp_path).items() if name == DB_FILENAME}
+    with pytest.raises(ForeignDatabaseError):
+        store.count()
+    with pytest.raises(ForeignDatabaseError):
+        store.clear_all()
+    assert {name: digest for name, digest in snapshot(tmp_path).items() if name == DB_FILENAME} == before
+
+
+def test_a_fifo_at_the_path_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / DB_FILENAME)
+    with pytest.raises(NotADatabaseError, match="not a regular file"):
+        TaskStore(tmp_path)
+    assert cli.main(["--cache-dir", str(tmp_path), "info"]) == 2
+
+
+def test_a_view_named_tasks_on_a_server_is_refused_untouched(db_url: str, backend: str) -> None:
+    if backend == "sqlite":
+        pytest.skip("servers: on SQLite any object makes an unstamped file foreign")
+    raw_execute(db_url, "CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    raw_execute(db_url, "CREATE VIEW tasks AS SELECT id FROM orders")
+    with pytest.raises(DatabaseRefusedError, match="already has a table named 'tasks'"):
+        TaskStore(url=db_url)
+    engine = create_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) == {"orders"}
+    finally:
+        engine.dispose()

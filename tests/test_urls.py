@@ -253,3 +253,18 @@ def test_the_readme_example_of_a_hidden_password_prints_what_the_readme_shows(
     code, out, err = cli(capsys, *argv[1:])
     assert (code, out, err) == (2, "", shown + "\n")
     assert "S3cret" not in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://lab:Tr0ub@dor/3x@127.0.0.1:1/tasks",
+        "mysql+pymysql://lab:Tr0ub@dor/3x@127.0.0.1:1/tasks",
+        "mysql+pymysql://lab@127.0.0.1:1/tasks?init_command=SET%20@x%3D1",
+    ],
+    ids=["postgresql-slash-in-password", "mysql-slash-in-password", "at-sign-in-a-query-value"],
+)
+def test_an_unescaped_at_sign_anywhere_after_the_credentials_is_refused_without_echo(url: str) -> None:
+    with pytest.raises(UnsupportedDatabaseError, match="percent-encoded as %40") as raised:
+        TaskStore(url=url)
+    assert "dor" not in str(raised.value) and "3x" not in str(raised.value)

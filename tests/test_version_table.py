@@ -190,3 +190,15 @@ def test_another_programs_alembic_revision_0001_beside_its_own_tasks_table_is_no
         TaskStore(url=db_url)
     assert raw_rows(db_url, f"SELECT version_num FROM {LEGACY_VERSION_TABLE}") == [("0001",)]
     assert _tables(db_url) == {LEGACY_VERSION_TABLE, "tasks"}
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    ["01", "1", "\u0661\u0662\u0663\u0664", "\u00b2\u00b2\u00b2\u00b2"],
+    ids=["short", "one-digit", "arabic-digits", "superscripts"],
+)
+def test_a_revision_that_only_looks_numeric_is_refused_as_not_ours(db_url: str, recorded: str) -> None:
+    _created_by_another_process(db_url)
+    _execute(db_url, f"UPDATE {VERSION_TABLE} SET version_num = '{recorded}'")
+    with pytest.raises(DatabaseRefusedError, match="not a revision of uniqc_store"):
+        TaskStore(url=db_url)

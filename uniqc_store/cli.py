@@ -146,6 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except (StoreError, sa_exc.SQLAlchemyError, OSError) as error:
         return _fail(_describe(error, args), EXIT_ERROR)
+    except RecursionError:
+        return _fail("a stored value is nested too deeply to print here; read it with the Python API", EXIT_ERROR)
+    except UnicodeEncodeError as error:
+        return _fail(
+            f"the output cannot be written in the terminal's encoding {error.encoding!r}; "
+            "set PYTHONIOENCODING=utf-8",
+            EXIT_ERROR,
+        )
     except Exception as error:  # noqa: BLE001 - a bug of ours: still one line, and a status scripts can test
         return _fail(database.scrub(f"unexpected {type(error).__name__}: {error}", _hidden(args)), EXIT_ERROR)
 

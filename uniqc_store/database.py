@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ from .urls import secrets as secrets
 
 #: Files that SQLite keeps beside a database, by suffix.
 SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
+#: Longest ``clear_all`` waits for the operations of this process already running on the database.
+GATE_WAIT_S = 120.0
 #: Databases with no open store whose engines (and idle connections) are kept for reuse.
 IDLE_DATABASES_KEPT = 8
 
@@ -56,39 +59,59 @@ WRITE_OPTION = "uniqc_store_write"
 
 
 class _Gate:
-    """Lets any number of operations in at once, or one exclusive holder (``clear_all``)."""
+    """Lets any number of operations in at once, or one exclusive holder (``clear_all``).
+
+    Built on a plain lock, whose ``with`` CPython enters and leaves without running Python code
+    in between, so a KeyboardInterrupt cannot leave it held (a ``Condition``'s Python-level
+    ``__enter__`` can). The rare waits poll. An interrupt can still arrive between an
+    operation's entry and its ``try``, leaving it counted; so the exclusive holder waits for
+    running operations at most :data:`GATE_WAIT_S`, then gives up with an error rather than
+    hang for ever.
+    """
+
+    _POLL_S = 0.005
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._active = 0
         self._exclusive = False
 
     def __enter__(self) -> None:
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._active += 1
+        while True:
+            with self._lock:
+                if not self._exclusive:
+                    self._active += 1
+                    return
+            time.sleep(self._POLL_S)
 
     def __exit__(self, *exc_info: object) -> None:
-        with self._cond:
+        with self._lock:
             self._active -= 1
-            if not self._active:
-                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._exclusive = True
-            while self._active:
-                self._cond.wait()
+        while True:
+            with self._lock:
+                if not self._exclusive:
+                    self._exclusive = True
+                    break
+            time.sleep(self._POLL_S)
         try:
+            deadline = time.monotonic() + GATE_WAIT_S
+            while True:
+                with self._lock:
+                    if not self._active:
+                        break
+                if time.monotonic() >= deadline:
+                    raise DatabaseError(
+                        f"other operations of this process on the database are still running after "
+                        f"{GATE_WAIT_S:.0f} s; nothing was deleted. Try again when they have finished."
+                    )
+                time.sleep(self._POLL_S)
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self._exclusive = False
-                self._cond.notify_all()
 
 
 class Database:
@@ -243,6 +266,15 @@ class Database:
         st = os.stat(self.path)
         self.file_id = (st.st_dev, st.st_ino)
 
+    def close_connections(self) -> None:
+        """Close every pooled connection of this process to the database and forget what was
+        known about its schema (the next call checks it again)."""
+        self.ready = False
+        self.engine.dispose()
+        if self._migration_engine is not None:
+            self._migration_engine.dispose()
+        self.file_id = None
+
     def delete_file(self) -> None:
         """Close every pooled connection, then delete the SQLite file and its siblings.
 
@@ -251,11 +283,7 @@ class Database:
         when the last connection closes and would otherwise delete a new database's files.
         """
         assert self.path is not None
-        self.ready = False
-        self.engine.dispose()
-        if self._migration_engine is not None:
-            self._migration_engine.dispose()
-        self.file_id = None
+        self.close_connections()
         for name in (self.path.name, *(self.path.name + suffix for suffix in SQLITE_SIBLINGS)):
             try:
                 (self.path.parent / name).unlink()

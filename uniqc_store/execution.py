@@ -50,7 +50,7 @@ SQLITE_BUSY_SLICE_S = 0.1
 _SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_RECOVERY ...) share the low byte
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
+def is_busy(error: sqlite3.OperationalError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
         return bool(code & 0xFF == _SQLITE_BUSY)
@@ -67,14 +67,14 @@ def execute_waiting(cursor: sqlite3.Cursor, sql: str, params: Any = ()) -> sqlit
     try:
         return cursor.execute(sql, params)
     except sqlite3.OperationalError as error:
-        if not _is_busy(error):
+        if not is_busy(error):
             raise
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
     while True:
         try:
             return cursor.execute(sql, params)
         except sqlite3.OperationalError as error:
-            if not _is_busy(error) or time.monotonic() >= deadline:
+            if not is_busy(error) or time.monotonic() >= deadline:
                 raise
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import stat
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .errors import (
     SchemaTooNewError,
     StoreError,
 )
+from .execution import SQLITE_BUSY_SLICE_S, execute_waiting
 from .models import Base
 
 if TYPE_CHECKING:  # Alembic is imported only when a migration runs: opening at head stays cheap
@@ -150,7 +152,8 @@ def read_state(db: Database, conn: Connection | None = None) -> SchemaState:
 
 def _server_facts(conn: Connection) -> sqlite_file.FileFacts:
     inspector = inspect(conn)
-    tables = frozenset(inspector.get_table_names())
+    # Views too: another application's view named 'tasks' must be refused like its table.
+    tables = frozenset(inspector.get_table_names()) | frozenset(inspector.get_view_names())
     columns = {
         table: [column["name"] for column in inspector.get_columns(table)]
         for table in (*VERSION_TABLES, "tasks")
@@ -217,7 +220,7 @@ def _written_by_0_1_0(db: Database, facts: sqlite_file.FileFacts) -> bool:
 
 
 def _unknown_revisions(db: Database, rows: list[str]) -> DatabaseRefusedError:
-    if all(row.isdigit() for row in rows) and max(int(row) for row in rows) > CURRENT_SCHEMA_VERSION:
+    if all(_numbered(row) for row in rows) and max(int(row) for row in rows) > CURRENT_SCHEMA_VERSION:
         return _too_new(db, f"revision {max(rows, key=int)!r}")
     return DatabaseRefusedError(
         f"{db.path or db.display_url}: its {VERSION_TABLE} table holds {rows!r}, which "
@@ -308,8 +311,13 @@ def still_at_head(db: Database) -> bool:
         return False  # ensure_schema() then finds out what is wrong, and says so
 
 
+def _numbered(revision: str) -> bool:
+    """Whether ``revision`` has the form of this library's revision ids: four ASCII digits."""
+    return len(revision) == 4 and revision.isascii() and revision.isdigit()
+
+
 def _known(revision: str) -> bool:
-    return revision.isdigit() and 0 < int(revision) <= CURRENT_SCHEMA_VERSION
+    return _numbered(revision) and 0 < int(revision) <= CURRENT_SCHEMA_VERSION
 
 
 def _too_new(db: Database, found: str) -> SchemaTooNewError:
@@ -395,10 +403,35 @@ def _before_connecting(db: Database, *, create: bool = True) -> None:
         db.forget_file()  # deleted or replaced behind our back: start on the new one
     if create:
         db.prepare_file()
-    elif not db.path.is_file():
+    elif not db.path.exists():
         raise DatabaseError(f"there is no database at {db.path} (nothing was created)")
+    _refuse_unless_regular_file(db)
     if not db.has_connections():
         check_file_header(db)
+
+
+def _refuse_unless_regular_file(db: Database) -> None:
+    # Reading a FIFO's header would wait forever, and SQLite would write a device's journal
+    # beside it: only a regular file can be a database.
+    assert db.path is not None
+    try:
+        mode = os.stat(db.path).st_mode
+    except OSError as error:
+        raise DatabaseError(f"cannot read {db.path}: {error.strerror or error}") from error
+    if not stat.S_ISREG(mode):
+        raise NotADatabaseError(f"{db.path} is not a regular file, so not an SQLite database; it was left untouched")
+
+
+def check_ours_before_deleting(db: Database) -> None:
+    """Refuse to delete an SQLite file that is not ours (another program's file moved onto the
+    path, or one newer than this library), with the same checks, read-only, as opening it.
+    The caller has closed every connection of this process to the file."""
+    assert db.path is not None
+    if not os.path.lexists(db.path):
+        return
+    _refuse_unless_regular_file(db)
+    check_file_header(db)
+    read_state(db)
 
 
 def upgrade(
@@ -476,6 +509,8 @@ def _locked_connection(db: Database, *, write: bool = True) -> Iterator[tuple[Co
     if db.is_sqlite:
         with _directory_lock(db):
             state = read_state(db)  # refusals first: nothing below may touch a foreign file
+            if write and not state.at_head:
+                _wait_for_the_write_lock(db)
             with db.connect(migrations=True) as conn:
                 if write:
                     # Persistent and needs no transaction; set once, after the checks above.
@@ -489,6 +524,22 @@ def _locked_connection(db: Database, *, write: bool = True) -> Iterator[tuple[Co
         state = read_state(db, conn)
         conn.commit()
         yield conn, state
+
+
+def _wait_for_the_write_lock(db: Database) -> None:
+    """Wait, interruptibly, until no other process holds the file's write lock (uniqc itself,
+    say), so that the migrations' own ``BEGIN IMMEDIATE`` rarely has to wait inside SQLite, where
+    Ctrl-C cannot reach it."""
+    assert db.path is not None
+    try:
+        conn = sqlite3.connect(db.path, timeout=SQLITE_BUSY_SLICE_S, isolation_level=None)
+        try:
+            execute_waiting(conn.cursor(), "BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise db.translate(error) from error
 
 
 @contextmanager

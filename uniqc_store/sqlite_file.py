@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import versions
+from .execution import SQLITE_BUSY_SLICE_S, SQLITE_BUSY_TIMEOUT_S, is_busy
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: How long the read-only look waits for another connection's lock (a migration's, say).
-INSPECT_TIMEOUT_S = 60.0
 
 
 class NotSQLiteError(Exception):
@@ -105,7 +105,19 @@ def _signature(path: Path) -> tuple[object, ...]:
 
 
 def _inspect(uri: str, version_tables: tuple[str, ...], tables: tuple[str, ...]) -> FileFacts:
-    conn = sqlite3.connect(uri, uri=True, timeout=INSPECT_TIMEOUT_S, isolation_level=None)
+    """One consistent read, retried while another connection's lock is in the way (for up to
+    :data:`~uniqc_store.execution.SQLITE_BUSY_TIMEOUT_S`, in short slices, so Ctrl-C works)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            return _inspect_once(uri, version_tables, tables)
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or time.monotonic() >= deadline:
+                raise
+
+
+def _inspect_once(uri: str, version_tables: tuple[str, ...], tables: tuple[str, ...]) -> FileFacts:
+    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_SLICE_S, isolation_level=None)
     try:
         conn.execute("BEGIN")
         application_id, user_version = conn.execute(

@@ -248,10 +248,16 @@ class TaskStore:
         closing every pooled connection to it in this process; the next call (on any store)
         creates a fresh, fully migrated file. Servers: deletes every row of the four tables,
         keeping the schema.
+
+        Raises:
+            DatabaseRefusedError: (SQLite) the file now at the path is not ours, or newer than
+                this library (another program put it there); it was left untouched.
         """
         db = self._db
         if db.is_sqlite and not self._closed:
             with db.gate.exclusive(), db.schema_mutex:
+                db.close_connections()
+                schema.check_ours_before_deleting(db)
                 db.delete_file()
             return
         with self._transaction(write=True) as tx:

@@ -148,11 +148,17 @@ def _normalise_url(url: str | URL, argument: str = "url") -> URL:
         parsed = url
     else:
         raise InvalidTaskTypeError(f"{argument} must be a str or sqlalchemy URL, got {type(url).__name__}")
-    if parsed.host and "@" in parsed.host:
+    # An unescaped '@' anywhere after the credentials ('lab:p@ss/x@host', a host that holds
+    # '@') means the URL was split in the wrong place: part of the password would be shown as
+    # the host or the database and sent to the resolver.
+    # (An '@' in a query value must be percent-encoded too: with one, the URL cannot be split
+    # safely. SQLite paths may hold '@'.)
+    several = isinstance(url, str) and not url.startswith("sqlite") and url.count("@") > 1
+    if (parsed.host and "@" in parsed.host) or several:
         # 'lab:p@ss@host' splits at the first '@': the rest of the password would be shown as
         # the host and sent to the resolver, so nothing of this URL is echoed.
         raise UnsupportedDatabaseError(
-            f"the host of {argument} contains '@': a password (or user name) with '@' in it must "
+            f"{argument} has an '@' after its credentials: a password (or user name) with '@' in it must "
             "be percent-encoded as %40 (postgresql+psycopg://lab:p%40ss@host/db); the URL is not "
             "shown, since it may hold the password"
         )
