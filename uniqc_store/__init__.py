@@ -19,6 +19,7 @@ from .errors import (
     StoreError,
     TaskConflictError,
     TaskNotFoundError,
+    WriteIntentError,
     UnsupportedDatabaseError,
 )
 from .models import ArchivedShard, ArchivedTask, Shard, Task
@@ -62,6 +63,7 @@ __all__ = [
     "TaskConflictError",
     "TaskInfo",
     "TaskNotFoundError",
+    "WriteIntentError",
     "TaskShard",
     "TaskStatus",
     "TaskStore",

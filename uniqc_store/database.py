@@ -176,7 +176,7 @@ class Database:
                         # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
                         execute_waiting(cursor, "BEGIN IMMEDIATE")
                         self._check_unchanged_schema(cursor)
-                    yield SQLiteTx(cursor)
+                    yield SQLiteTx(cursor, write=write)
                     if write:
                         execute_waiting(cursor, "COMMIT")
                 finally:
@@ -187,7 +187,7 @@ class Database:
                         raw.close()
             else:
                 with self.engine.begin() if write else self.engine.connect() as conn:
-                    yield CoreTx(conn)
+                    yield CoreTx(conn, write=write)
         except TRANSLATED as error:
             raise self.translate(error) from error
 

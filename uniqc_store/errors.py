@@ -71,3 +71,8 @@ class TaskConflictError(StoreError, ValueError):
 class TaskNotFoundError(StoreError, LookupError):
     """A record refers to a task that does not exist: saving a shard whose ``uniqc_task_id`` is no
     live task. Nothing was written; save the task first (or restore it from the archive)."""
+
+
+class WriteIntentError(StoreError, RuntimeError):
+    """Code of this library (or an extension of it) ran a statement that changes data in a
+    transaction opened to read. A bug, never a user's error; nothing was run."""

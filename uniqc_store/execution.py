@@ -17,6 +17,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ClauseElement
 
+from .errors import WriteIntentError
+
 if TYPE_CHECKING:
     from sqlalchemy import Select, TextClause
     from sqlalchemy.sql.dml import UpdateBase
@@ -99,12 +101,15 @@ def _sqlite_sql(stmt: ClauseElement) -> tuple[str, dict[str, Any]]:
 class SQLiteTx:
     """Statements on an sqlite3 cursor, compiled once to SQL text (the measured hot path)."""
 
-    __slots__ = ("_cursor",)
+    __slots__ = ("_cursor", "_write")
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, *, write: bool) -> None:
         self._cursor = cursor
+        self._write = write
 
     def _execute(self, stmt: Statement, params: dict[str, Any] | None) -> sqlite3.Cursor:
+        if stmt.is_dml and not self._write:
+            raise write_in_read_transaction(stmt)
         sql, bound = _sqlite_sql(stmt)
         if bound:
             params = {**bound, **params} if params else bound
@@ -121,6 +126,8 @@ class SQLiteTx:
         return self._execute(stmt, params).rowcount
 
     def many(self, stmt: Statement, rows: list[dict[str, Any]]) -> None:
+        if not self._write:
+            raise write_in_read_transaction(stmt)
         sql, bound = _sqlite_sql(stmt)
         self._cursor.executemany(sql, [{**bound, **row} for row in rows] if bound else rows)
 
@@ -128,10 +135,11 @@ class SQLiteTx:
 class CoreTx:
     """Statements on a SQLAlchemy Core connection (PostgreSQL, MySQL/MariaDB)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_write")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, write: bool) -> None:
         self._conn = conn
+        self._write = write
 
     @property
     def connection(self) -> Connection:
@@ -139,10 +147,25 @@ class CoreTx:
         return self._conn
 
     def rows(self, stmt: Statement, params: dict[str, Any] | None = None) -> Sequence[Any]:
+        if stmt.is_dml and not self._write:
+            raise write_in_read_transaction(stmt)
         return self._conn.execute(stmt, params).all()
 
     def rowcount(self, stmt: Statement, params: dict[str, Any] | None = None) -> int:
+        if stmt.is_dml and not self._write:
+            raise write_in_read_transaction(stmt)
         return self._conn.execute(stmt, params).rowcount
 
     def many(self, stmt: Statement, rows: list[dict[str, Any]]) -> None:
+        if not self._write:
+            raise write_in_read_transaction(stmt)
         self._conn.execute(stmt, rows)
+
+
+def write_in_read_transaction(stmt: Statement) -> WriteIntentError:
+    """The error for a statement that changes data run in a transaction opened to read: on
+    SQLite it would commit on its own, outside the write lock and the schema check."""
+    return WriteIntentError(
+        f"a {type(stmt).__name__} statement ran in a transaction opened with write=False; "
+        "this is a bug in the calling code: open the transaction with write=True"
+    )
