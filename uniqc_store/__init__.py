@@ -19,8 +19,8 @@ from .errors import (
     StoreError,
     TaskConflictError,
     TaskNotFoundError,
-    WriteIntentError,
     UnsupportedDatabaseError,
+    WriteIntentError,
 )
 from .models import ArchivedShard, ArchivedTask, Shard, Task
 from .records import (
@@ -63,11 +63,11 @@ __all__ = [
     "TaskConflictError",
     "TaskInfo",
     "TaskNotFoundError",
-    "WriteIntentError",
     "TaskShard",
     "TaskStatus",
     "TaskStore",
     "UnsupportedDatabaseError",
+    "WriteIntentError",
     "generate_uniqc_task_id",
     "is_uniqc_task_id",
 ]
