@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
 from uniqc_store import InvalidTaskError, TaskInfo, TaskStatus, TaskStore
+from uniqc_store.store import SAVE_MANY_CHUNK
 
 from dbutil import raw_rows
 
@@ -118,3 +120,37 @@ def test_the_last_duplicate_in_a_batch_wins(store: TaskStore) -> None:
     store.save_many([TaskInfo("t", "a", shots=1), TaskInfo("t", "b", shots=2)])
     got = store.get("t")
     assert (got.backend, got.shots) == ("b", 2)
+
+
+def _generated(count: int, *, bad_at: int | None = None):
+    for n in range(count):
+        yield TaskInfo(f"gen-{n}", "sim", shots=-1 if n == bad_at else 100)
+
+
+def test_save_many_takes_a_generator_across_several_chunks(store: TaskStore) -> None:
+    count = 2 * SAVE_MANY_CHUNK + 7
+    store.save_many(_generated(count))
+    assert store.count() == count
+    assert store.get(f"gen-{count - 1}") is not None
+
+
+def test_save_many_of_a_generator_failing_in_a_later_chunk_writes_nothing(store: TaskStore) -> None:
+    store.save(TaskInfo("before", "sim"))
+    bad = SAVE_MANY_CHUNK + 500
+    with pytest.raises(InvalidTaskError, match=rf"^tasks\[{bad}\]: shots"):
+        store.save_many(_generated(2 * SAVE_MANY_CHUNK, bad_at=bad))
+    assert [task.task_id for task in store.list()] == ["before"]
+
+
+def test_save_many_of_a_generator_holds_only_a_chunk_in_memory(sqlite_store: TaskStore) -> None:
+    # Measured with tracemalloc (allocations of Python objects, not time): a list of the same
+    # tasks costs well over twice this bound.
+    count = 50 * SAVE_MANY_CHUNK
+    tracemalloc.start()
+    try:
+        sqlite_store.save_many(_generated(count))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sqlite_store.count() == count
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"

@@ -8,6 +8,7 @@ statements is packets.py's. This module runs them, each call in one transaction.
 from __future__ import annotations
 
 import builtins
+import itertools
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +73,10 @@ def _violation(error: BaseException) -> str | None:
     if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
         return _MYSQL_CODES.get(args[0])
     return None
+
+
+#: How many tasks ``save_many`` holds in memory at once, whatever the size of its input.
+SAVE_MANY_CHUNK = 1000
 
 
 class TaskStore:
@@ -188,7 +193,12 @@ class TaskStore:
     def save_many(self, tasks: Iterable[TaskInfo]) -> None:
         """Insert or update many task records in one transaction, as :meth:`save` does each.
 
-        All or nothing: if any task is invalid, nothing is written and no ``update_time`` changes.
+        ``tasks`` may be any iterable, a generator of millions included: it is consumed in chunks
+        of :data:`SAVE_MANY_CHUNK`, so memory stays bounded, while the write lock is held. All or
+        nothing: if any task is invalid, nothing is written. A list or tuple of tasks is stamped
+        with the new ``update_time`` only once everything is written; tasks drawn from an iterator
+        are stamped as they are written (if the call then fails, nothing is stored, but tasks it
+        had already drawn keep the new stamp).
 
         Raises:
             InvalidTaskTypeError: ``tasks`` is not iterable, or an entry is not a :class:`TaskInfo`.
@@ -203,28 +213,40 @@ class TaskStore:
             raise InvalidTaskTypeError(
                 f"tasks must be an iterable of TaskInfo, got {type(tasks).__name__}{hint}"
             ) from None
-        tasks = builtins.list(entries)
+        stamp_at_the_end = isinstance(tasks, (builtins.list, tuple))
         now = utc_now()
+        chunk = builtins.list(itertools.islice(entries, SAVE_MANY_CHUNK))
+        if not chunk:
+            return
+        first = 0  # index of the chunk's first task in ``tasks``
+        with self._transaction(write=True) as tx:
+            while chunk:
+                self._save_chunk(tx, chunk, first, now)
+                if not stamp_at_the_end:
+                    for task in chunk:
+                        task.update_time = now
+                first += len(chunk)
+                chunk = builtins.list(itertools.islice(entries, SAVE_MANY_CHUNK))
+        if stamp_at_the_end:
+            for task in tasks:
+                task.update_time = now
+
+    def _save_chunk(self, tx: Tx, chunk: builtins.list[TaskInfo], first: int, now: str) -> None:
         rows = []
-        for index, task in enumerate(tasks):
+        for offset, task in enumerate(chunk):
             try:
                 rows.append(task_row(task, now))
             except ValueError as error:  # also the TypeError subclass
-                raise type(error)(f"tasks[{index}]: {error}") from None
-        if not rows:
-            return
+                raise type(error)(f"tasks[{first + offset}]: {error}") from None
         upsert = self._sql.upsert_task
-        with self._transaction(write=True) as tx:
-            if self._packet_limited:
-                batches = packets.batches(
-                    self._db, tx, upsert, rows, lambda i: f"tasks[{i}]: task {rows[i]['task_id']!r}"
-                )
-            else:
-                batches = [rows]
-            for batch in batches:  # all sized before the first is sent: one transaction still
-                tx.many(upsert, batch)
-        for task in tasks:
-            task.update_time = now
+        if self._packet_limited:
+            batches = packets.batches(
+                self._db, tx, upsert, rows, lambda i: f"tasks[{first + i}]: task {rows[i]['task_id']!r}"
+            )
+        else:
+            batches = [rows]
+        for batch in batches:  # a chunk is sized before its first batch is sent
+            tx.many(upsert, batch)
 
     def delete(self, task_id: str) -> bool:
         """Remove a single task and its shards. Returns True if it existed."""
