@@ -176,3 +176,32 @@ def test_a_view_named_tasks_on_a_server_is_refused_untouched(db_url: str, backen
         assert set(inspect(engine).get_table_names()) == {"orders"}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("task_id TEXT PRIMARY KEY", "task_id TEXT COLLATE NOCASE PRIMARY KEY"),
+        ("status TEXT NOT NULL", "status TEXT NOT NULL CHECK (status <> 'success')"),
+        ("CREATE INDEX IF NOT EXISTS tasks_backend_idx ON tasks(backend);",
+         "CREATE INDEX IF NOT EXISTS tasks_backend_idx ON tasks(backend);\n"
+         "CREATE TRIGGER wipe AFTER INSERT ON tasks BEGIN DELETE FROM tasks WHERE task_id <> NEW.task_id; END;"),
+    ],
+    ids=["nocase-ids", "check-constraint", "trigger"],
+)
+def test_a_versioned_file_whose_sql_differs_in_what_no_pragma_shows_is_refused(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    from uniqc_files import APPLICATION_ID, V1_DDL
+
+    assert before in V1_DDL
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.executescript(V1_DDL.replace(before, after))
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    snapshot_before = snapshot(tmp_path)
+    with pytest.raises(ForeignDatabaseError, match="not uniqc's layout"):
+        TaskStore(tmp_path)
+    assert snapshot(tmp_path) == snapshot_before

@@ -10,6 +10,7 @@ must never be the one that finds out a file is not ours.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -164,4 +165,16 @@ def _table_layout(conn: sqlite3.Connection, table: str) -> versions.Table:
         versions.ForeignKey(column, parent, to, on_update, on_delete)
         for _, _, parent, column, to, on_update, on_delete, _ in conn.execute(f'PRAGMA foreign_key_list("{table}")')
     )
-    return versions.Table(columns, indexes, foreign_keys)
+    clauses: set[str] = set()
+    triggers = set()
+    for kind, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ?", (table,)):
+        if kind == "trigger":
+            triggers.add(name)
+        clauses.update(clause for clause in versions.EXTRA_CLAUSES if _mentions(sql or "", clause))
+    return versions.Table(columns, indexes, foreign_keys, frozenset(clauses), frozenset(triggers))
+
+
+def _mentions(sql: str, clause: str) -> bool:
+    # Outside quoted names and string literals, as a whole word, in any case.
+    bare = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\]", " ", sql)
+    return re.search(r"\b" + r"\s+".join(clause.split()) + r"\b", bare, re.IGNORECASE) is not None

@@ -53,6 +53,16 @@ class Table:
     columns: tuple[Column, ...]
     indexes: frozenset[Index] = frozenset()
     foreign_keys: tuple[ForeignKey, ...] = ()
+    #: Clauses of the table's or its indexes' SQL that no PRAGMA reports and that change what a
+    #: save does (see :data:`EXTRA_CLAUSES`); uniqc's tables have none.
+    clauses: frozenset[str] = frozenset()
+    #: Triggers on the table; uniqc's tables have none.
+    triggers: frozenset[str] = frozenset()
+
+
+#: Words of a table's SQL that change its behaviour without showing in any PRAGMA: a CHECK that
+#: refuses rows, a collation that makes 'a' and 'A' one id, a deferred or generated column ...
+EXTRA_CLAUSES = ("CHECK", "COLLATE", "DEFERRABLE", "GENERATED", "STRICT", "WITHOUT ROWID", "AUTOINCREMENT")
 
 
 Layout = dict[str, Table]
@@ -159,4 +169,8 @@ def differences(found: Layout, version: int) -> list[str]:
                 problems.append(f"table {name} has indexes {sorted(i.name for i in have.indexes)}, not uniqc's")
             if have.foreign_keys != want.foreign_keys:
                 problems.append(f"table {name} has different foreign keys")
+            if have.clauses != want.clauses:
+                problems.append(f"table {name} has {', '.join(sorted(have.clauses))} in its SQL, unlike uniqc's")
+            if have.triggers != want.triggers:
+                problems.append(f"table {name} has triggers {sorted(have.triggers)}")
     return problems
