@@ -32,6 +32,7 @@ from .records import (
     generate_uniqc_task_id,
     is_uniqc_task_id,
 )
+from .rows import record_of
 from .schema import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION
 from .store import TaskStore
 
@@ -70,4 +71,5 @@ __all__ = [
     "WriteIntentError",
     "generate_uniqc_task_id",
     "is_uniqc_task_id",
+    "record_of",
 ]

@@ -74,5 +74,5 @@ class TaskNotFoundError(StoreError, LookupError):
 
 
 class WriteIntentError(StoreError, RuntimeError):
-    """Code of this library (or an extension of it) ran a statement that changes data in a
-    transaction opened to read. A bug, never a user's error; nothing was run."""
+    """A statement that changes data was run where only reads are allowed: through a store's
+    read-only ORM session, or (a bug) in a unit of work opened to read. Nothing was run."""

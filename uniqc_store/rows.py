@@ -212,3 +212,30 @@ PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
     table.name: {column.name: field_of(column.name) for column in table.columns if column.type is LONG_TEXT}
     for table in (TASKS, ARCHIVED_TASKS, SHARDS, ARCHIVED_SHARDS)
 }
+
+
+#: For each model: the decoder of its rows and the columns it reads, to convert a model instance.
+_BY_MODEL: dict[type[Any], tuple[Callable[[Row], Any], tuple[str, ...]]] = {
+    Task: (task_from_row, record_columns(TASKS)),
+    ArchivedTask: (archived_task_from_row, record_columns(ARCHIVED_TASKS)),
+    Shard: (shard_from_row, record_columns(SHARDS)),
+    ArchivedShard: (archived_shard_from_row, record_columns(ARCHIVED_SHARDS)),
+}
+
+
+def record_of(instance: Task | ArchivedTask | Shard | ArchivedShard) -> TaskInfo | TaskShard:
+    """The :class:`TaskInfo` (tasks, archived tasks) or :class:`TaskShard` (shards) that a model
+    instance of an ORM query holds, decoded exactly as the store's own reads decode rows.
+
+    Raises:
+        InvalidTaskTypeError: ``instance`` is not one of the four models.
+        CorruptRecordError: its JSON cannot be decoded.
+    """
+    try:
+        decode, columns = _BY_MODEL[type(instance)]
+    except KeyError:
+        raise InvalidTaskTypeError(
+            f"expected a Task, ArchivedTask, Shard or ArchivedShard, got {type(instance).__name__}"
+        ) from None
+    result: TaskInfo | TaskShard = decode(tuple(getattr(instance, column) for column in columns))
+    return result

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import event, exc
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from . import database, packets, schema
 from .ddl import MYSQL
-from .errors import DatabaseError, InvalidTaskTypeError, TaskConflictError, TaskNotFoundError
+from .errors import DatabaseError, InvalidTaskTypeError, TaskConflictError, TaskNotFoundError, WriteIntentError
 from .execution import Tx
 from .records import (
     TERMINAL_STATUSES,
@@ -73,6 +74,22 @@ def _violation(error: BaseException) -> str | None:
     if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
         return _MYSQL_CODES.get(args[0])
     return None
+
+
+def _only_reads(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        raise WriteIntentError(
+            "a store's session only reads; change records with the store's methods (save, "
+            "save_shard, delete, archive_task ...), which validate them and take the write lock"
+        )
+
+
+def _no_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise WriteIntentError(
+            "a store's session only reads: it cannot flush new, changed or deleted instances; "
+            "use the store's methods to write (session.rollback() discards the changes)"
+        )
 
 
 #: How many tasks ``save_many`` holds in memory at once, whatever the size of its input.
@@ -516,6 +533,26 @@ class TaskStore:
             return tx.rowcount(self._sql.archived.delete, key) > 0
 
     # -- the schema ------------------------------------------------------------------------------
+
+    def session(self) -> Session:
+        """Return a read-only SQLAlchemy ORM :class:`~sqlalchemy.orm.Session` on this store's
+        database, for ad-hoc queries over :class:`Task`, :class:`ArchivedTask`, :class:`Shard`
+        and :class:`ArchivedShard` (``Task.shards``, ``ArchivedTask.shards`` are relationships);
+        :func:`uniqc_store.record_of` turns an instance into a :class:`TaskInfo`/:class:`TaskShard`.
+
+        The database is checked (and brought to head) first, as every call is. The session only
+        reads: flushing new, changed or deleted instances, or executing anything but a SELECT
+        through it, raises :class:`WriteIntentError` and changes nothing — writes go through the
+        store's methods, which validate them and take the write lock. Close it when done (it is a
+        context manager).
+        """
+        db = self._usable()
+        with db.gate:
+            self._bring_to_head(db)
+        session = Session(bind=db.engine, autoflush=False)
+        event.listen(session, "do_orm_execute", _only_reads)
+        event.listen(session, "before_flush", _no_flush)
+        return session
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
