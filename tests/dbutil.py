@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 
 def raw_rows(url: str, sql: str, **params: Any) -> list[tuple]:
@@ -24,5 +24,14 @@ def raw_execute(url: str, *statements: str, **params: Any) -> None:
         with engine.begin() as conn:
             for sql in statements:
                 conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+def tables_at(url: str) -> set[str]:
+    """The tables of the database at ``url``, reflected by a throwaway engine."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

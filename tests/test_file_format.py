@@ -31,10 +31,12 @@ from uniqc_files import (
     V1_DDL,
     assert_file_and_wal_unchanged,
     header,
+    open_with_the_store,
     rows_of,
     snapshot,
     sqlite_layout,
     table_names,
+    upgrade_with_the_library,
     v1_rows_through_legacy_ids,
     wal_file_with_a_hot_wal,
     write_foreign_file,
@@ -231,16 +233,10 @@ def test_clear_all_reaches_stores_that_name_the_same_file_another_way(tmp_path: 
     assert by_link.db_path == by_dir.db_path
 
 
-def _open_with_the_store(tmp_path: Path) -> None:
-    TaskStore(tmp_path)
-
-
-def _upgrade_with_the_library(tmp_path: Path) -> None:
-    schema.upgrade(cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
-    "opener", [_open_with_the_store, _upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"]
+    "opener", [open_with_the_store, upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"]
 )
 @pytest.mark.parametrize("header_in_wal", [False, True], ids=["header-in-file", "header-in-wal"])
 @pytest.mark.parametrize(

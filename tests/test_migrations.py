@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine
 
 from uniqc_store import (
     APPLICATION_ID,
@@ -28,7 +28,7 @@ from uniqc_store import (
 )
 
 from conftest import create_server_database
-from dbutil import raw_rows
+from dbutil import raw_rows, tables_at
 from uniqc_files import header, v1_rows_through_legacy_ids, write_foreign_file, write_uniqc_v1_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +44,12 @@ def revisions_in_order() -> list[str]:
     return [r.revision for r in reversed(list(script().walk_revisions()))]
 
 
-def tables(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def state(url: str) -> tuple:
     """(alembic revision, user_version or None) as the database says."""
-    revision = (
-        raw_rows(url, "SELECT version_num FROM uniqc_store_version") if "uniqc_store_version" in tables(url) else []
-    )
+    present = "uniqc_store_version" in tables_at(url)
+    revision = raw_rows(url, "SELECT version_num FROM uniqc_store_version") if present else []
     user_version = None
     if url.startswith("sqlite"):
         user_version = raw_rows(url, "PRAGMA user_version")[0][0]
@@ -82,10 +75,10 @@ def test_revision_ids_are_consecutive_zero_padded_integers() -> None:
 def test_base_to_head_and_back(db_url: str) -> None:
     schema.upgrade(url=db_url)
     assert state(db_url) == (HEAD_REVISION, expected_user_version(db_url, HEAD_REVISION))
-    assert "tasks" in tables(db_url)
+    assert "tasks" in tables_at(db_url)
     schema.downgrade("base", url=db_url)
     assert state(db_url) == (None, expected_user_version(db_url, None))
-    assert "tasks" not in tables(db_url)
+    assert "tasks" not in tables_at(db_url)
 
 
 def test_the_stairway_each_revision_up_down_and_up_again(db_url: str) -> None:
@@ -147,10 +140,10 @@ def test_a_failing_revision_is_rolled_back_completely(db_url: str, backend: str,
         pytest.skip("MySQL/MariaDB commit DDL implicitly: a failing revision cannot be rolled back there")
     with TaskStore(url=db_url) as store:
         store.save(TaskInfo("t", "sim"))
-    before = (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
+    before = (state(db_url), tables_at(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks"))
     with pytest.raises(MigrationError, match=rf"rolled back completely.*revision {NEXT_REVISION} failed half-way"):
         schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, FAILING))
-    assert (state(db_url), tables(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
+    assert (state(db_url), tables_at(db_url), raw_rows(db_url, "SELECT task_id, backend FROM tasks")) == before
     with TaskStore(url=db_url) as store:
         assert store.get("t").backend == "sim"
 
@@ -180,7 +173,7 @@ def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: P
         assert "repair it by hand" in message and "restore a backup" in message
         # What it says is what happened: the row, the table and the column stayed, the version did not move.
         assert state(url) == (HEAD_REVISION, None)
-        assert "extra" in tables(url)
+        assert "extra" in tables_at(url)
         columns = raw_rows(
             url,
             "SELECT column_name FROM information_schema.columns "
@@ -197,7 +190,7 @@ def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) ->
     with pytest.raises(MigrationError):
         schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING))
     assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
-    assert "extra" not in tables(url)
+    assert "extra" not in tables_at(url)
 
 
 def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url: str, tmp_path: Path) -> None:
@@ -205,10 +198,10 @@ def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url:
     schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, extra_table))
     newer = (NEXT_REVISION, expected_user_version(db_url, NEXT_REVISION))
     assert state(db_url) == newer
-    before = tables(db_url)
+    before = tables_at(db_url)
     with pytest.raises(SchemaTooNewError, match="Upgrade uniqc_store"):
         TaskStore(url=db_url)
-    assert state(db_url) == newer and tables(db_url) == before
+    assert state(db_url) == newer and tables_at(db_url) == before
 
 
 def test_opening_a_database_at_head_loads_no_alembic_code(tmp_path: Path) -> None:
@@ -266,7 +259,7 @@ def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
     before = path.read_bytes()
     out = _alembic(["-x", f"url=sqlite:///{path}", "current"], {})
     assert out.returncode == 0 and path.read_bytes() == before  # 'current' writes nothing
-    assert "uniqc_store_version" not in tables(f"sqlite:///{path}")
+    assert "uniqc_store_version" not in tables_at(f"sqlite:///{path}")
     out = _alembic(["-x", f"url=sqlite:///{path}", "upgrade", "head"], {})
     assert out.returncode == 0, out.stderr
     # Adopted at 0001 (no revision creates uniqc's tasks table again), then upgraded from there.
@@ -315,7 +308,7 @@ def test_command_upgrade_with_a_connection_of_ones_own_rolls_a_failing_revision_
     with pytest.raises(MigrationError):
         _upgrade_with_a_connection_of_ones_own(url, _scripts_with(tmp_path, FAILING))
     assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
-    assert "extra" not in tables(url)
+    assert "extra" not in tables_at(url)
 
 
 def test_the_alembic_command_line_reports_a_refusal_on_one_line(tmp_path: Path) -> None:

@@ -25,17 +25,17 @@ from uniqc_store import (
 )
 
 from dbutil import raw_execute
-from uniqc_files import assert_file_and_wal_unchanged, snapshot, wal_file_with_a_hot_wal
+from uniqc_files import (
+    assert_file_and_wal_unchanged,
+    open_with_the_store,
+    snapshot,
+    upgrade_with_the_library,
+    wal_file_with_a_hot_wal,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def _store(directory: Path) -> None:
-    TaskStore(directory)
-
-
-def _library_upgrade(directory: Path) -> None:
-    schema.upgrade(cache_dir=directory)
 
 
 def _cli(command: str) -> Callable[[Path], None]:
@@ -60,7 +60,7 @@ def _alembic(directory: Path) -> None:
 
 OPENERS = pytest.mark.parametrize(
     "opener",
-    [_store, _library_upgrade, _cli("info"), _cli("upgrade"), _alembic],
+    [open_with_the_store, upgrade_with_the_library, _cli("info"), _cli("upgrade"), _alembic],
     ids=["TaskStore", "schema.upgrade", "cli-info", "cli-upgrade", "alembic"],
 )
 

@@ -41,7 +41,14 @@ from uniqc_store import (
 )
 from uniqc_store.versions import LAYOUTS, UNIQC_TABLES
 
-from uniqc_files import header, snapshot, sqlite_layout, table_names
+from uniqc_files import (
+    header,
+    open_with_the_store,
+    snapshot,
+    sqlite_layout,
+    table_names,
+    upgrade_with_the_library,
+)
 
 Loader = Callable[[str], ModuleType]
 CURRENT = "0.1.1"  # the uniqc release whose schema version is ours
@@ -532,16 +539,10 @@ MISMATCHES = {
 }
 
 
-def _open_with_the_store(directory: Path) -> None:
-    TaskStore(directory)
-
-
-def _upgrade_with_the_library(directory: Path) -> None:
-    schema.upgrade(cache_dir=directory)
 
 
 @pytest.mark.parametrize(
-    "opener", [_open_with_the_store, _upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"]
+    "opener", [open_with_the_store, upgrade_with_the_library], ids=["TaskStore", "schema.upgrade"]
 )
 @pytest.mark.parametrize("case", list(MISMATCHES))
 def test_a_file_whose_layout_is_not_uniqcs_for_its_user_version_is_refused_untouched(

@@ -10,32 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
 
 from uniqc_store import DatabaseRefusedError, SchemaTooNewError, TaskInfo, TaskStore
 from uniqc_store.schema import HEAD_REVISION, LEGACY_VERSION_TABLE, VERSION_TABLE
 
-from dbutil import raw_rows
+from dbutil import raw_execute, raw_rows, tables_at
 from test_migrations import _alembic
 from uniqc_files import write_uniqc_v1_file
-
-
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
-
-
-def _tables(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def _created_by_another_process(url: str, *task_ids: str) -> None:
@@ -51,7 +32,7 @@ def _created_by_another_process(url: str, *task_ids: str) -> None:
 
 def _as_written_by_0_1_0(url: str, revision: str) -> None:
     """Move the revision into alembic_version, where uniqc_store 0.1.0 kept it."""
-    _execute(
+    raw_execute(
         url,
         f"CREATE TABLE {LEGACY_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
         f"INSERT INTO {LEGACY_VERSION_TABLE} VALUES ('{revision}')",
@@ -67,7 +48,7 @@ def server_url(db_url: str, backend: str) -> str:
 
 
 def test_a_database_shared_with_another_alembic_application_keeps_both_histories(server_url: str) -> None:
-    _execute(
+    raw_execute(
         server_url,
         "CREATE TABLE users (id INTEGER PRIMARY KEY, name VARCHAR(50))",
         f"CREATE TABLE {LEGACY_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
@@ -83,18 +64,18 @@ def test_a_database_shared_with_another_alembic_application_keeps_both_histories
 
 
 def test_another_applications_own_tasks_table_is_refused_untouched(server_url: str) -> None:
-    _execute(server_url, "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title VARCHAR(50))")
+    raw_execute(server_url, "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title VARCHAR(50))")
     with pytest.raises(DatabaseRefusedError, match="already has a table named 'tasks'") as raised:
         TaskStore(url=server_url)
     assert "Upgrade uniqc_store" not in str(raised.value)
-    assert _tables(server_url) == {"tasks"}
+    assert tables_at(server_url) == {"tasks"}
 
 
 def _at_revision_0001_by_another_process(url: str) -> None:
     """The database as uniqc_store 0.1.0 made it (its only revision, 0001), with one task."""
     code = "import sys\nfrom uniqc_store import schema\nschema.upgrade('0001', url=sys.argv[1])\n"
     subprocess.run([sys.executable, "-c", code, url], check=True, timeout=120)
-    _execute(
+    raw_execute(
         url,
         "INSERT INTO tasks (task_id, backend, status, shots, submit_time, update_time, metadata_json) "
         "VALUES ('kept', 'sim', 'pending', 1, '2025-01-01T00:00:00+00:00', '2025-01-01T00:00:00+00:00', '{}')",
@@ -106,12 +87,12 @@ def test_a_database_written_by_uniqc_store_0_1_0_opens_and_moves_its_revision(db
     _as_written_by_0_1_0(db_url, "0001")
     current = _alembic(["-x", f"url={db_url}", "current"], {})
     assert current.returncode == 0 and "0001" in current.stdout, current.stderr
-    assert LEGACY_VERSION_TABLE in _tables(db_url)  # 'current' only reads
+    assert LEGACY_VERSION_TABLE in tables_at(db_url)  # 'current' only reads
     with TaskStore(url=db_url) as store:
         parent = store.find_uniqc_id_by_platform_id("kept")  # revision 0005 gave it a uniqc id
         assert parent is not None and store.get(parent).metadata == {"legacy_platform_id": "kept"}
         assert store.schema_info()["revision"] == HEAD_REVISION
-    assert LEGACY_VERSION_TABLE not in _tables(db_url)
+    assert LEGACY_VERSION_TABLE not in tables_at(db_url)
     assert raw_rows(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD_REVISION,)]
 
 
@@ -127,7 +108,7 @@ def test_a_version_table_with_a_revision_we_do_not_know_is_refused_with_the_righ
     db_url: str, recorded: str, error: type, message: str
 ) -> None:
     _created_by_another_process(db_url)
-    _execute(db_url, f"UPDATE {VERSION_TABLE} SET version_num = '{recorded}'")
+    raw_execute(db_url, f"UPDATE {VERSION_TABLE} SET version_num = '{recorded}'")
     with pytest.raises(error, match=message) as raised:
         TaskStore(url=db_url)
     assert ("Upgrade uniqc_store" in str(raised.value)) == (error is SchemaTooNewError)
@@ -185,11 +166,11 @@ def test_another_programs_alembic_revision_0001_beside_its_own_tasks_table_is_no
             TaskStore(url=f"sqlite:///{path}")
         assert path.read_bytes() == before
         return
-    _execute(db_url, *statements)
+    raw_execute(db_url, *statements)
     with pytest.raises(DatabaseRefusedError, match="already has a table named 'tasks'"):
         TaskStore(url=db_url)
     assert raw_rows(db_url, f"SELECT version_num FROM {LEGACY_VERSION_TABLE}") == [("0001",)]
-    assert _tables(db_url) == {LEGACY_VERSION_TABLE, "tasks"}
+    assert tables_at(db_url) == {LEGACY_VERSION_TABLE, "tasks"}
 
 
 @pytest.mark.parametrize(
@@ -199,6 +180,6 @@ def test_another_programs_alembic_revision_0001_beside_its_own_tasks_table_is_no
 )
 def test_a_revision_that_only_looks_numeric_is_refused_as_not_ours(db_url: str, recorded: str) -> None:
     _created_by_another_process(db_url)
-    _execute(db_url, f"UPDATE {VERSION_TABLE} SET version_num = '{recorded}'")
+    raw_execute(db_url, f"UPDATE {VERSION_TABLE} SET version_num = '{recorded}'")
     with pytest.raises(DatabaseRefusedError, match="not a revision of uniqc_store"):
         TaskStore(url=db_url)

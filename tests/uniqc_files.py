@@ -208,3 +208,17 @@ def assert_file_and_wal_unchanged(directory: Path, before: dict[str, str]) -> No
     assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
         k: v for k, v in before.items() if not k.endswith("-shm")
     }
+
+
+def open_with_the_store(directory: Path) -> None:
+    """Open the store in ``directory`` (the path of every refusal test's TaskStore case)."""
+    from uniqc_store import TaskStore
+
+    TaskStore(directory)
+
+
+def upgrade_with_the_library(directory: Path) -> None:
+    """``schema.upgrade`` on ``directory``, the library's explicit migration path."""
+    from uniqc_store import schema
+
+    schema.upgrade(cache_dir=directory)
