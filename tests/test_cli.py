@@ -18,8 +18,12 @@ import pytest
 
 from uniqc_store import DB_FILENAME, HEAD_REVISION, TaskInfo, TaskShard, TaskStore
 from uniqc_store.cli import main
+from uniqc_store.schema import STORE_HEAD
 
 from uniqc_files import snapshot, write_uniqc_v1_file
+
+#: How the command line names the head: uniqc's schema revision + the library's own indexes'.
+HEAD_LABEL = f"{HEAD_REVISION} + {STORE_HEAD} (head)"
 
 ERROR_PREFIX = "uniqc-store: error: "
 
@@ -110,7 +114,7 @@ def test_upgrade_creates_a_missing_database_at_head(capsys: pytest.CaptureFixtur
     result = run(capsys, "--cache-dir", cache_dir, "upgrade")
     assert (result.code, result.err) == (0, "")
     db = cache_dir / DB_FILENAME
-    assert result.out == f"{db}: created at revision {HEAD_REVISION} (head)\n"
+    assert result.out == f"{db}: created at revision {HEAD_LABEL}\n"
     with TaskStore(cache_dir) as store:
         assert store.schema_info()["revision"] == HEAD_REVISION
 
@@ -120,7 +124,7 @@ def test_upgrade_of_a_database_at_head_says_nothing_was_done(
 ) -> None:
     result = run(capsys, "--cache-dir", populated, "upgrade")
     assert result.code == 0
-    assert result.out == f"{populated / DB_FILENAME}: already at revision {HEAD_REVISION} (head); nothing to do\n"
+    assert result.out == f"{populated / DB_FILENAME}: already at revision {HEAD_LABEL}; nothing to do\n"
     assert len(stored(populated)) == len(TASKS)
 
 
@@ -131,7 +135,7 @@ def test_upgrade_adopts_a_file_written_by_uniqc_and_keeps_its_rows(
     result = run(capsys, "--cache-dir", cache_dir, "upgrade")
     assert result.code == 0
     assert "upgraded from user_version 1" in result.out
-    assert result.out.rstrip().endswith(f"to revision {HEAD_REVISION} (head)")
+    assert result.out.rstrip().endswith(f"to revision {HEAD_LABEL}")
     assert len(stored(cache_dir)) == 3
 
 
@@ -140,7 +144,7 @@ def test_upgrade_of_an_empty_file_starts_from_base(capsys: pytest.CaptureFixture
     (cache_dir / DB_FILENAME).touch()
     result = run(capsys, "--cache-dir", cache_dir, "upgrade")
     assert result.code == 0
-    assert result.out.endswith(f": upgraded from base (no revision) to revision {HEAD_REVISION} (head)\n")
+    assert result.out.endswith(f": upgraded from base (no revision) to revision {HEAD_LABEL}\n")
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def test_info_prints_location_version_header_and_counts(capsys: pytest.CaptureFi
     fields = {key: value.strip() for key, value in fields.items()}
     assert fields == {
         "location": str(populated / DB_FILENAME),
-        "revision": f"{HEAD_REVISION} (head)",
+        "revision": HEAD_LABEL,
         "user_version": str(int(HEAD_REVISION)),
         "application_id": "0x554E4943",
         "pending": "1",
@@ -175,8 +179,8 @@ def test_info_json_parses_and_counts_every_status(capsys: pytest.CaptureFixture[
     info = json.loads(result.out)
     assert info["location"] == info["path"] == str(populated / DB_FILENAME)
     assert info["url"] == f"sqlite:///{populated / DB_FILENAME}"
-    assert (info["revision"], info["user_version"], info["application_id"]) == (
-        HEAD_REVISION, int(HEAD_REVISION), "0x554E4943",
+    assert (info["revision"], info["store_revision"], info["user_version"], info["application_id"]) == (
+        HEAD_REVISION, STORE_HEAD, int(HEAD_REVISION), "0x554E4943",
     )
     assert info["counts"] == {"pending": 1, "running": 1, "success": 0, "failed": 0, "cancelled": 0}
     assert info["total"] == 2
@@ -551,7 +555,7 @@ def test_without_options_uniqc_store_url_is_honoured(
     path = tmp_path / "from-env" / DB_FILENAME
     monkeypatch.setenv("UNIQC_STORE_URL", f"sqlite:///{path}")
     result = run(capsys, "upgrade")
-    assert result.out == f"{path}: created at revision {HEAD_REVISION} (head)\n"
+    assert result.out == f"{path}: created at revision {HEAD_LABEL}\n"
     assert path.is_file()
     assert not (isolated_home / ".uniqc").exists()
 
@@ -647,7 +651,7 @@ def test_a_real_process_uses_the_default_location_under_home(
 ) -> None:
     done = run_process(launcher, "upgrade", cwd=tmp_path)
     default = isolated_home / ".uniqc" / "cache" / DB_FILENAME
-    assert (done.returncode, done.stdout) == (0, f"{default}: created at revision {HEAD_REVISION} (head)\n")
+    assert (done.returncode, done.stdout) == (0, f"{default}: created at revision {HEAD_LABEL}\n")
     assert default.is_file()
 
 

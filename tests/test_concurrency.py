@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from uniqc_store import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION, TaskInfo, TaskStore
+from uniqc_store.schema import STORE_HEAD, STORE_REVISIONS
 
 import concurrency_workers as workers
 from uniqc_files import header, rows_of, v1_rows_through_legacy_ids, write_uniqc_v1_file
@@ -297,9 +298,9 @@ def test_processes_racing_the_first_open_of_a_new_database_migrate_it_exactly_on
         "create_version_table": 1,
         "insert_version": 1,
         "create_tasks_table": 1,
-        "running_upgrade": CURRENT_SCHEMA_VERSION,
+        "running_upgrade": CURRENT_SCHEMA_VERSION + len(STORE_REVISIONS),  # with the library's own
     }
-    assert sql_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
+    assert sql_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(STORE_HEAD,)]
     saved = check_race_saves(db_url, replies, SAVES_RACING_FIRST_MIGRATION)
     assert {task_id for (task_id,) in sql_rows(db_url, "SELECT task_id FROM tasks")} == saved
     if db_url.startswith("sqlite"):
@@ -325,9 +326,9 @@ def test_processes_racing_the_first_open_of_a_uniqc_v1_file_adopt_it_exactly_onc
         "create_version_table": 1,
         "insert_version": 1,
         "create_tasks_table": 0,
-        "running_upgrade": CURRENT_SCHEMA_VERSION - 1,
+        "running_upgrade": CURRENT_SCHEMA_VERSION - 1 + len(STORE_REVISIONS),
     }
-    assert sql_rows(url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
+    assert sql_rows(url, "SELECT version_num FROM uniqc_store_version") == [(STORE_HEAD,)]
     assert header(path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     saved = check_race_saves(url, replies)
     # uniqc's tasks, once each, under uqt_ ids (schema v5), beside every save of the racers.

@@ -24,7 +24,7 @@ from uniqc_store import (
     TaskStore,
     schema,
 )
-from uniqc_store.versions import LAYOUTS, UNIQC_TABLES
+from uniqc_store.versions import LAYOUTS, UNIQC_TABLES, differences, store_layout
 
 from test_migrations import NEXT_REVISION
 from uniqc_files import (
@@ -48,8 +48,10 @@ def test_a_new_file_has_exactly_uniqcs_layout_of_the_current_version(tmp_path: P
     TaskStore(tmp_path).close()
     path = tmp_path / DB_FILENAME
     assert set(LAYOUTS[CURRENT_SCHEMA_VERSION]) == set(UNIQC_TABLES)
-    assert sqlite_layout(path) == LAYOUTS[CURRENT_SCHEMA_VERSION]
-    # Nothing else but the version table, which uniqc never looks at.
+    # uniqc's layout, plus this library's own indexes (which uniqc never looks at).
+    assert sqlite_layout(path) == store_layout(CURRENT_SCHEMA_VERSION)
+    assert differences(sqlite_layout(path), CURRENT_SCHEMA_VERSION) == []
+    # Nothing else but the version table, which uniqc never looks at either.
     assert table_names(path) == {*UNIQC_TABLES, "uniqc_store_version"}
 
 
@@ -77,7 +79,9 @@ def test_a_new_file_is_stamped_unic_at_the_current_version_in_wal_mode(sqlite_st
     assert header(sqlite_store.db_path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     conn = sqlite3.connect(sqlite_store.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("SELECT version_num FROM uniqc_store_version").fetchall() == [(HEAD_REVISION,)]
+    # The head of this library's own branch, which depends on (and so stands for) uniqc's head too.
+    assert conn.execute("SELECT version_num FROM uniqc_store_version").fetchall() == [(schema.STORE_HEAD,)]
+    assert schema.STORE_REVISIONS[schema.STORE_HEAD] == HEAD_REVISION
     conn.close()
 
 

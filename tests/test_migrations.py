@@ -41,56 +41,84 @@ def script() -> ScriptDirectory:
 
 
 def revisions_in_order() -> list[str]:
+    """Every revision, each after what it revises or depends on (uniqc's schema, then the branch)."""
     return [r.revision for r in reversed(list(script().walk_revisions()))]
+
+
+def schema_revisions() -> list[str]:
+    return [revision for revision in revisions_in_order() if revision not in schema.STORE_REVISIONS]
+
+
+#: What the version table holds at head, and with one more revision of uniqc's schema on top.
+HEAD_ROWS = tuple(sorted(schema.HEAD_ROWS))
+NEXT_ROWS = (NEXT_REVISION, schema.STORE_HEAD)
 
 
 
 
 def state(url: str) -> tuple:
-    """(alembic revision, user_version or None) as the database says."""
+    """(the version table's rows, sorted; user_version or None) as the database says."""
     present = "uniqc_store_version" in tables_at(url)
-    revision = raw_rows(url, "SELECT version_num FROM uniqc_store_version") if present else []
+    rows = raw_rows(url, "SELECT version_num FROM uniqc_store_version") if present else []
     user_version = None
     if url.startswith("sqlite"):
         user_version = raw_rows(url, "PRAGMA user_version")[0][0]
-    return (revision[0][0] if revision else None), user_version
+    return tuple(sorted(row[0] for row in rows)), user_version
 
 
-def expected_user_version(url: str, revision: str | None) -> int | None:
-    return (int(revision) if revision else 0) if url.startswith("sqlite") else None
+def expected_user_version(url: str, *rows: str) -> int | None:
+    """uniqc's schema version of a database whose version table holds ``rows``: the highest
+    revision of uniqc's schema among them and what the branch's revisions depend on."""
+    versions = [int(schema.STORE_REVISIONS.get(row, row)) for row in rows]
+    return max(versions, default=0) if url.startswith("sqlite") else None
 
 
-def test_there_is_a_single_head_and_the_library_knows_it() -> None:
-    assert script().get_heads() == [HEAD_REVISION]
+def test_a_single_head_the_librarys_own_branch_forking_from_uniqcs_head_and_the_library_knows_it() -> None:
+    assert script().get_heads() == [schema.STORE_HEAD]
     assert int(HEAD_REVISION) == CURRENT_SCHEMA_VERSION
+    branch = [script().get_revision(revision) for revision in schema.STORE_REVISIONS]
+    # One chain, forking from the revision of uniqc's schema the library says it forks from.
+    assert [r.down_revision for r in branch] == [
+        schema.STORE_REVISIONS["s001"], *(r.revision for r in branch[:-1])
+    ]
+    assert set(schema.STORE_REVISIONS.values()) == {HEAD_REVISION}
+    assert all(r.branch_labels == {schema.STORE_BRANCH} for r in branch)
+    assert script().get_revision(f"{schema.STORE_BRANCH}@head").revision == schema.STORE_HEAD
+    # Each creates the index the library expects of it (its checks and the model say the same).
+    for revision in branch:
+        table, name = schema.STORE_INDEX_REVISIONS[revision.revision]
+        assert (table, name) == (revision.module.TABLE, revision.module.NAME)
+        assert schema.list_indexes(table, "postgresql")[name] == (*revision.module.COLUMNS, "seq")
+        assert schema.list_indexes(table, "sqlite").get(name) in (revision.module.COLUMNS, None)
 
 
-def test_revision_ids_are_consecutive_zero_padded_integers() -> None:
-    revisions = revisions_in_order()
+def test_revision_ids_are_consecutive_zero_padded_integers_then_the_branchs_own() -> None:
+    revisions = schema_revisions()
     assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
+    assert list(schema.STORE_REVISIONS) == [f"s{n:03d}" for n in range(1, len(schema.STORE_REVISIONS) + 1)]
     for revision in script().walk_revisions():
         assert Path(revision.path).name.startswith(f"{revision.revision}_")
 
 
 def test_base_to_head_and_back(db_url: str) -> None:
     schema.upgrade(url=db_url)
-    assert state(db_url) == (HEAD_REVISION, expected_user_version(db_url, HEAD_REVISION))
+    assert state(db_url) == (HEAD_ROWS, expected_user_version(db_url, *HEAD_ROWS))
     assert "tasks" in tables_at(db_url)
     schema.downgrade("base", url=db_url)
-    assert state(db_url) == (None, expected_user_version(db_url, None))
+    assert state(db_url) == ((), expected_user_version(db_url))
     assert "tasks" not in tables_at(db_url)
 
 
 def test_the_stairway_each_revision_up_down_and_up_again(db_url: str) -> None:
-    previous = None
-    for revision in revisions_in_order():
+    previous: tuple[str, ...] = ()
+    for revision in revisions_in_order():  # each branch revision runs after what it depends on
         schema.upgrade(revision, url=db_url)
-        assert state(db_url) == (revision, expected_user_version(db_url, revision))
-        schema.downgrade(previous or "base", url=db_url)
-        assert state(db_url) == (previous, expected_user_version(db_url, previous))
+        assert state(db_url) == ((revision,), expected_user_version(db_url, revision))
+        schema.downgrade(previous[0] if previous else "base", url=db_url)
+        assert state(db_url) == (previous, expected_user_version(db_url, *previous))
         schema.upgrade(revision, url=db_url)
-        assert state(db_url) == (revision, expected_user_version(db_url, revision))
-        previous = revision
+        assert state(db_url) == ((revision,), expected_user_version(db_url, revision))
+        previous = (revision,)
 
 
 def test_alembic_check_finds_no_drift_between_the_model_and_the_revisions(db_url: str) -> None:
@@ -169,10 +197,10 @@ def test_a_failing_revision_on_mysql_is_reported_as_partly_committed(tmp_path: P
         assert f"revision {NEXT_REVISION} failed half-way" in message
         assert "rolled back completely" not in message and "could not be rolled back" in message
         assert "may have been committed" in message and "data changes" in message
-        assert f"{schema.VERSION_TABLE} still names revision {HEAD_REVISION}" in message
+        assert f"{schema.VERSION_TABLE} still names revision {schema.STORE_HEAD}" in message
         assert "repair it by hand" in message and "restore a backup" in message
         # What it says is what happened: the row, the table and the column stayed, the version did not move.
-        assert state(url) == (HEAD_REVISION, None)
+        assert state(url) == (HEAD_ROWS, None)
         assert "extra" in tables_at(url)
         columns = raw_rows(
             url,
@@ -189,14 +217,14 @@ def test_a_failure_in_a_later_revision_keeps_the_earlier_ones(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'db' / DB_FILENAME}"
     with pytest.raises(MigrationError):
         schema.upgrade(url=url, script_dir=_scripts_with(tmp_path, FAILING))
-    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
+    assert state(url) == (HEAD_ROWS, CURRENT_SCHEMA_VERSION)
     assert "extra" not in tables_at(url)
 
 
 def test_a_database_upgraded_past_what_the_library_knows_is_then_refused(db_url: str, tmp_path: Path) -> None:
     extra_table = 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'
     schema.upgrade(url=db_url, script_dir=_scripts_with(tmp_path, extra_table))
-    newer = (NEXT_REVISION, expected_user_version(db_url, NEXT_REVISION))
+    newer = (NEXT_ROWS, expected_user_version(db_url, *NEXT_ROWS))
     assert state(db_url) == newer
     before = tables_at(db_url)
     with pytest.raises(SchemaTooNewError, match="Upgrade uniqc_store"):
@@ -229,11 +257,13 @@ def test_the_alembic_command_line_upgrades_reports_and_downgrades(db_url: str) -
 
     assert run("upgrade", "head").returncode == 0
     current = run("current")
-    assert current.returncode == 0 and f"{HEAD_REVISION} (head)" in current.stdout
+    assert current.returncode == 0 and f"{schema.STORE_HEAD} (head)" in current.stdout
     assert run("check").returncode == 0
+    assert run("downgrade", HEAD_REVISION).returncode == 0  # the library's own indexes go
+    assert state(db_url) == ((HEAD_REVISION,), expected_user_version(db_url, HEAD_REVISION))
     assert run("downgrade", "base").returncode == 0
-    assert state(db_url) == (None, expected_user_version(db_url, None))
-    assert run("upgrade", "head").returncode == 0
+    assert state(db_url) == ((), expected_user_version(db_url))
+    assert run("upgrade", "heads").returncode == 0  # (the same, while there is one head)
     with TaskStore(url=db_url) as store:
         store.save(TaskInfo("t", "sim"))
         assert store.count() == 1
@@ -264,7 +294,7 @@ def test_alembic_upgrade_adopts_a_file_written_by_uniqc(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     # Adopted at 0001 (no revision creates uniqc's tasks table again), then upgraded from there.
     assert "Running upgrade  -> 0001" not in out.stderr and "Running upgrade 0001 -> 0002" in out.stderr
-    assert state(f"sqlite:///{path}") == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
+    assert state(f"sqlite:///{path}") == (HEAD_ROWS, CURRENT_SCHEMA_VERSION)
     assert v1_rows_through_legacy_ids(path) == sorted(written)
 
 
@@ -283,7 +313,7 @@ def _upgrade_with_a_connection_of_ones_own(url: str, script_dir: Path | None = N
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            command.upgrade(schema.alembic_config(conn, script_dir=script_dir), "head")
+            command.upgrade(schema.alembic_config(conn, script_dir=script_dir), "heads")
     finally:
         engine.dispose()
 
@@ -291,7 +321,7 @@ def _upgrade_with_a_connection_of_ones_own(url: str, script_dir: Path | None = N
 def test_command_upgrade_with_a_connection_of_ones_own_migrates_that_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / DB_FILENAME}"
     _upgrade_with_a_connection_of_ones_own(url)
-    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
+    assert state(url) == (HEAD_ROWS, CURRENT_SCHEMA_VERSION)
 
 
 def test_command_upgrade_with_a_connection_of_ones_own_still_refuses_a_foreign_file(tmp_path: Path) -> None:
@@ -307,7 +337,7 @@ def test_command_upgrade_with_a_connection_of_ones_own_rolls_a_failing_revision_
     url = f"sqlite:///{tmp_path / DB_FILENAME}"
     with pytest.raises(MigrationError):
         _upgrade_with_a_connection_of_ones_own(url, _scripts_with(tmp_path, FAILING))
-    assert state(url) == (HEAD_REVISION, CURRENT_SCHEMA_VERSION)
+    assert state(url) == (HEAD_ROWS, CURRENT_SCHEMA_VERSION)
     assert "extra" not in tables_at(url)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from uniqc_store import HEAD_REVISION, TERMINAL_STATUSES, TaskInfo, TaskStatus, TaskStore
+from uniqc_store import TERMINAL_STATUSES, TaskInfo, TaskStatus, TaskStore
+from uniqc_store.schema import STORE_HEAD
 
 from dbutil import raw_rows
 
@@ -99,7 +100,7 @@ def test_clear_all_empties_the_store_and_it_keeps_working(populated: TaskStore, 
     assert populated.count() == 0
     populated.save(_task("new", "2026-01-01"))
     assert ids(populated.list()) == ["new"]
-    assert raw_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(HEAD_REVISION,)]
+    assert raw_rows(db_url, "SELECT version_num FROM uniqc_store_version") == [(STORE_HEAD,)]
     with TaskStore(url=db_url) as other:
         assert ids(other.list()) == ["new"]
 

@@ -39,7 +39,8 @@ from uniqc_store import (
     TaskStore,
     schema,
 )
-from uniqc_store.versions import LAYOUTS, UNIQC_TABLES
+from uniqc_store.schema import STORE_HEAD
+from uniqc_store.versions import LAYOUTS, UNIQC_TABLES, differences, store_layout
 
 from uniqc_files import (
     header,
@@ -205,7 +206,7 @@ def test_each_releases_file_upgrades_here_to_the_records_uniqc_0_1_1_reads_after
     theirs = read_release_file(uniqc_release(CURRENT), tmp_path / "uniqcs")
 
     assert header(tmp_path / "ours" / DB_FILENAME) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
-    assert version_rows(tmp_path / "ours" / DB_FILENAME) == [(HEAD_REVISION,)]
+    assert version_rows(tmp_path / "ours" / DB_FILENAME) == [(STORE_HEAD,)]
     assert header(tmp_path / "uniqcs" / DB_FILENAME) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     assert canonical(by_legacy_id(ours)) == canonical(by_legacy_id(theirs))
     if source != "0.0.7":
@@ -373,9 +374,10 @@ def test_a_file_made_here_is_read_by_uniqc_0_1_1_without_migrating_and_what_uniq
 # --- 3. the layout, as SQLite reports it ----------------------------------------------------------
 
 
-def assert_layout(path: Path, version: int) -> None:
+def assert_layout(path: Path, version: int, *, ours: bool = False) -> None:
+    """uniqc's layout at ``version``; for a file this library brought to head, with its own indexes."""
     assert header(path) == (APPLICATION_ID, version)
-    assert sqlite_layout(path) == LAYOUTS[version]
+    assert sqlite_layout(path) == (store_layout(version) if ours else LAYOUTS[version])
 
 
 def test_files_made_here_by_uniqc_0_1_1_and_upgraded_by_it_from_v1_have_one_layout(
@@ -393,7 +395,15 @@ def test_files_made_here_by_uniqc_0_1_1_and_upgraded_by_it_from_v1_have_one_layo
     layouts = {name: sqlite_layout(tmp_path / name / DB_FILENAME) for name in names}
     headers = {name: header(tmp_path / name / DB_FILENAME) for name in layouts}
     assert headers == dict.fromkeys(layouts, (APPLICATION_ID, CURRENT_SCHEMA_VERSION))
-    assert layouts == dict.fromkeys(layouts, LAYOUTS[CURRENT_SCHEMA_VERSION])
+    # uniqc's files have uniqc's layout; ours the same plus this library's own indexes, which
+    # uniqc does not look at (and the adoption check tells apart from anything else).
+    assert {name: layouts[name] for name in ("uniqc", "from-v1")} == dict.fromkeys(
+        ("uniqc", "from-v1"), LAYOUTS[CURRENT_SCHEMA_VERSION]
+    )
+    assert {name: layouts[name] for name in ("here", "from-v1-here")} == dict.fromkeys(
+        ("here", "from-v1-here"), store_layout(CURRENT_SCHEMA_VERSION)
+    )
+    assert all(differences(layout, CURRENT_SCHEMA_VERSION) == [] for layout in layouts.values())
     assert set(LAYOUTS[CURRENT_SCHEMA_VERSION]) == set(UNIQC_TABLES)
     assert table_names(tmp_path / "uniqc" / DB_FILENAME) == set(UNIQC_TABLES)
 
@@ -435,14 +445,14 @@ def test_a_file_of_ours_that_uniqc_0_1_1_upgraded_is_restamped_with_nothing_lost
 
     with TaskStore(tmp_path) as store:
         assert store.schema_info()["revision"] == HEAD_REVISION
-    assert version_rows(path) == [(HEAD_REVISION,)]
+    assert version_rows(path) == [(schema.STORE_HEAD,)]  # re-stamped at 0005, then its indexes
     assert header(path) == (APPLICATION_ID, CURRENT_SCHEMA_VERSION)
     # Re-stamped, not migrated again: same rows, same ids.
     after = rows_of_every_table(path)
     assert {name: rows for name, rows in after.items() if name != schema.VERSION_TABLE} == rows_before
     assert canonical(read_ours(tmp_path)) == canonical(theirs)
     assert len(theirs["tasks"]) + len(theirs["archived_tasks"]) >= 9
-    assert_layout(path, CURRENT_SCHEMA_VERSION)
+    assert_layout(path, CURRENT_SCHEMA_VERSION, ours=True)
 
 
 # --- 5. a file whose user_version its layout does not match is refused untouched ------------------

@@ -145,7 +145,10 @@ def _version(url: str) -> tuple[str, int | None]:
 
 
 def _expected_version(url: str, revision: str) -> tuple[str, int | None]:
-    return revision, (int(revision) if url.startswith("sqlite") else None)
+    """What the version table and user_version say at ``revision``: at head, the library's own
+    branch's head (which stands for uniqc's head too), and uniqc's schema version."""
+    recorded = schema.STORE_HEAD if revision == HEAD_REVISION else revision
+    return recorded, (int(revision) if url.startswith("sqlite") else None)
 
 
 def _check_replacements(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from uniqc_store import DatabaseRefusedError, SchemaTooNewError, TaskInfo, TaskStore
-from uniqc_store.schema import HEAD_REVISION, LEGACY_VERSION_TABLE, VERSION_TABLE
+from uniqc_store.schema import HEAD_REVISION, LEGACY_VERSION_TABLE, STORE_HEAD, VERSION_TABLE
 
 from dbutil import raw_execute, raw_rows, tables_at
 from test_migrations import _alembic
@@ -58,7 +58,7 @@ def test_a_database_shared_with_another_alembic_application_keeps_both_histories
         store.save(TaskInfo("t", "sim"))
         assert store.schema_info()["revision"] == HEAD_REVISION
     assert raw_rows(server_url, f"SELECT version_num FROM {LEGACY_VERSION_TABLE}") == [("ae1027a6acf",)]
-    assert raw_rows(server_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD_REVISION,)]
+    assert raw_rows(server_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(STORE_HEAD,)]
     with TaskStore(url=server_url) as store:  # and again, on a database now at head
         assert store.get("t") is not None
 
@@ -93,7 +93,7 @@ def test_a_database_written_by_uniqc_store_0_1_0_opens_and_moves_its_revision(db
         assert parent is not None and store.get(parent).metadata == {"legacy_platform_id": "kept"}
         assert store.schema_info()["revision"] == HEAD_REVISION
     assert LEGACY_VERSION_TABLE not in tables_at(db_url)
-    assert raw_rows(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD_REVISION,)]
+    assert raw_rows(db_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(STORE_HEAD,)]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from uniqc_store import HEAD_REVISION
+from uniqc_store.schema import STORE_HEAD
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,5 +53,5 @@ def test_a_wheel_installed_in_a_fresh_venv_creates_and_upgrades_databases_anywhe
     out = _run([venv / "bin" / "python", "-c", code], cwd=elsewhere, env=env)
     assert out.stdout.split() == ["1", HEAD_REVISION]
     info = _run([venv / "bin" / "uniqc-store", "info"], cwd=elsewhere, env=env)
-    assert f"{HEAD_REVISION} (head)" in info.stdout
+    assert f"{HEAD_REVISION} + {STORE_HEAD} (head)" in info.stdout
     assert (home / ".uniqc" / "cache" / "tasks.sqlite").exists()

@@ -121,8 +121,14 @@ def sqlite_layout(path: Path) -> Layout:
                 for _, name, type_, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})")
             )
             indexes = frozenset(
-                Index(name, tuple(info[2] for info in conn.execute(f"PRAGMA index_info({name})")), bool(unique), origin)
-                for _, name, unique, origin, _ in conn.execute(f"PRAGMA index_list({table})")
+                Index(
+                    name,
+                    tuple(info[2] for info in conn.execute(f"PRAGMA index_info({name})")),
+                    bool(unique),
+                    origin,
+                    bool(partial),
+                )
+                for _, name, unique, origin, partial in conn.execute(f"PRAGMA index_list({table})")
             )
             foreign_keys = tuple(
                 ForeignKey(column, parent, to, on_update, on_delete)

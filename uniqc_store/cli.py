@@ -30,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from . import __version__, database, schema
 from .errors import StoreError
 from .records import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus
-from .schema import HEAD_REVISION, SchemaState
+from .schema import HEAD_REVISION, STORE_HEAD, SchemaState
 from .store import TaskStore
 
 PROG = "uniqc-store"
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 task not found, 2 bad usage or input, "
         "or a database that was refused or could not be used.",
     )
-    version = f"{PROG} {__version__} (schema revision {HEAD_REVISION})"
+    version = f"{PROG} {__version__} (schema revision {HEAD_REVISION} + {STORE_HEAD})"
     parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -166,7 +166,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     before = _state_before_upgrade(args)
     with _open_store(args) as store:
         info = store.schema_info()
-    after = _revision_text(info["revision"])
+    after = _revision_text(info["revision"], info["store_revision"])
     where = _location(info)
     if before == "new":
         print(f"{where}: created at {after}")
@@ -302,22 +302,30 @@ def _state_before_upgrade(args: argparse.Namespace) -> SchemaState | Literal["ne
 
 def _state_text(state: SchemaState) -> str:
     if state.revision is not None:
-        return f"revision {state.revision}"
+        return f"revision {_revisions(state.revision, state.store_revision)}" + (
+            f" (missing {', '.join(state.missing_indexes)})" if state.missing_indexes else ""
+        )
     if state.user_version:
         return f"user_version {state.user_version} (written by uniqc, no revision recorded)"
     return "base (no revision)"
 
 
-def _revision_text(revision: str | None) -> str:
+def _revision_text(revision: str | None, store_revision: str | None) -> str:
     if revision is None:
         return "base (no revision)"
-    return f"revision {_revision_label(revision)}"
+    return f"revision {_revision_label(revision, store_revision)}"
 
 
-def _revision_label(revision: str | None) -> str:
+def _revision_label(revision: str | None, store_revision: str | None) -> str:
+    """uniqc's schema revision, then the revision of this library's own indexes ('0005 + s001')."""
     if revision is None:
         return "none"
-    return revision + (" (head)" if revision == HEAD_REVISION else "")
+    at_head = revision == HEAD_REVISION and store_revision == STORE_HEAD
+    return _revisions(revision, store_revision) + (" (head)" if at_head else "")
+
+
+def _revisions(revision: str, store_revision: str | None) -> str:
+    return revision + (f" + {store_revision}" if store_revision else "")
 
 
 def _location(info: dict[str, Any]) -> str:
@@ -334,7 +342,8 @@ def _all_counts(present: dict[str, int]) -> dict[str, int]:
 
 
 def _print_info(report: dict[str, Any]) -> None:
-    fields = [("location", report["location"]), ("revision", _revision_label(report["revision"]))]
+    revision = _revision_label(report["revision"], report["store_revision"])
+    fields = [("location", report["location"]), ("revision", revision)]
     fields += [(key, report[key]) for key in ("user_version", "application_id") if key in report]
     fields += list(report["counts"].items())
     fields += [(key, report[key]) for key in ("total", "shards", "archived", "archived_shards")]

@@ -43,3 +43,26 @@ def add_insertion_sequence(op: Any, table: str) -> None:
         op.execute(
             f"ALTER TABLE {table} ADD COLUMN seq BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY {table}_seq_key (seq)"
         )
+
+
+def create_list_index(op: Any, table: str, name: str, columns: tuple[str, ...], *, servers_only: bool = False) -> None:
+    """Create one of the library's own list indexes on ``table``: ``columns``, then on servers the
+    tie column ``seq``. Nothing is done when an index of that name is there already (a revision
+    run again to bring back a missing index creates only the missing ones; SQLite and MySQL
+    compare index names without case), nor on SQLite for a ``servers_only`` index."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and servers_only:
+        return
+    present = {index["name"].lower() for index in sa.inspect(bind).get_indexes(table) if index["name"]}
+    if name.lower() in present:
+        return
+    op.create_index(name, table, [*columns, "seq"] if bind.dialect.name != "sqlite" else list(columns))
+
+
+def drop_list_index(op: Any, table: str, name: str, *, servers_only: bool = False) -> None:
+    """Drop one of the library's own list indexes, if it is there."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and servers_only:
+        return
+    if name in {index["name"] for index in sa.inspect(bind).get_indexes(table)}:
+        op.drop_index(name, table_name=table)

@@ -12,6 +12,7 @@ from sqlalchemy import ForeignKey, Index, Integer, MetaData, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .ddl import BIG_INTEGER, KEY, LONG_TEXT, STATUS, TIME
+from .versions import STORE_INDEXES
 
 # Index names follow uniqc's file format ("tasks_backend_idx"); the other conventions give
 # every later constraint a stable name that revisions can refer to.
@@ -31,6 +32,13 @@ class Base(DeclarativeBase):
     """Declarative base of uniqc_store's models."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _list_indexes(table: str) -> list[Index]:
+    """This library's own indexes on ``table`` (not uniqc's: see ``versions.STORE_INDEXES``, and
+    the revisions of its own branch, ``migrations/versions/s0*``). Servers append their tie
+    column ``seq`` to each (``schema.server_metadata``)."""
+    return [Index(index.name, *index.columns) for index in sorted(STORE_INDEXES[table], key=lambda index: index.name)]
 
 
 class _TaskColumns:
@@ -58,6 +66,7 @@ class Task(_TaskColumns, Base):
         Index("tasks_backend_idx", "backend"),
         Index("tasks_status_idx", "status"),
         Index("tasks_submit_time_idx", "submit_time"),
+        *_list_indexes("tasks"),
     )
 
     # Added by v3 with ALTER TABLE: the last column (sort_order puts it after the mixin's).
@@ -79,6 +88,7 @@ class ArchivedTask(_TaskColumns, Base):
         Index("archived_backend_idx", "backend"),
         Index("archived_status_idx", "status"),
         Index("archived_submit_time_idx", "submit_time"),
+        *_list_indexes("archived_tasks"),
     )
 
     archived_at: Mapped[str] = mapped_column(TIME, sort_order=_LAST - 1)

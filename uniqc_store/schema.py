@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, exc, inspect, text
+from sqlalchemy import BigInteger, Column, Index, MetaData, exc, inspect, text
 from sqlalchemy.engine import Connection
 
 from . import database as dbmod
@@ -62,6 +62,31 @@ APPLICATION_ID = 0x554E4943  # b"UNIC"
 #: opening a database that is already at head never loads the Alembic scripts.
 HEAD_REVISION = "0005"
 CURRENT_SCHEMA_VERSION = int(HEAD_REVISION)
+#: This library's own branch of revisions: what it adds that uniqc never sees (indexes), versioned
+#: apart from uniqc's schema so that they never move ``user_version`` (see migrations/versions/s0*).
+STORE_BRANCH = "uniqc_store"
+#: Each revision of that branch, and the revision of uniqc's schema the branch forks from: the
+#: version table holding one of them stands for that one too (Alembic records a revision's
+#: ancestors by leaving them out).
+STORE_REVISIONS = {f"s{n:03d}": "0005" for n in range(1, 9)}
+STORE_HEAD = "s008"
+#: The index each revision of the branch creates (its table, its name), one per revision so that no
+#: writer waits longer than one index takes to build; the (submit_time, seq) ones exist on servers only.
+STORE_INDEX_REVISIONS = {
+    revision: (table, f"{versions.STORE_INDEX_PREFIX}{table}_{kind}_idx")
+    for revision, (table, kind) in zip(
+        STORE_REVISIONS,
+        [
+            *((table, kind) for table in ("tasks", "archived_tasks") for kind in ("status_time", "backend_time",
+                                                                                 "status_backend_time")),
+            ("tasks", "time_seq"),
+            ("archived_tasks", "time_seq"),
+        ],
+        strict=True,
+    )
+}
+#: What the version table of a database at head holds (Alembic's heads after ``upgrade heads``).
+HEAD_ROWS = frozenset({STORE_HEAD} | ({HEAD_REVISION} if STORE_REVISIONS[STORE_HEAD] != HEAD_REVISION else set()))
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The table holding this library's Alembic revision: a name of its own, so that a server
@@ -111,6 +136,10 @@ class SchemaState:
     #: The table the revision was read from: :data:`VERSION_TABLE`, or
     #: :data:`LEGACY_VERSION_TABLE` on a database written by uniqc_store 0.1.0 (moved on upgrade).
     version_table: str | None = None
+    #: The revision of this library's own branch (:data:`STORE_BRANCH`), None when not applied.
+    store_revision: str | None = None
+    #: Indexes that the recorded ``store_revision`` created and that are no longer there.
+    missing_indexes: tuple[str, ...] = ()
 
     @property
     def at_head(self) -> bool:
@@ -118,6 +147,8 @@ class SchemaState:
             self.revision == HEAD_REVISION
             and self.version_table == VERSION_TABLE
             and self.user_version in (None, CURRENT_SCHEMA_VERSION)
+            and self.store_revision == STORE_HEAD
+            and not self.missing_indexes
         )
 
 
@@ -164,14 +195,31 @@ def _server_facts(conn: Connection) -> sqlite_file.FileFacts:
         for table in VERSION_TABLES
         if "version_num" in columns.get(table, ())
     }
-    return sqlite_file.FileFacts(0, 0, tables, version_rows, columns)
+    # The indexes of the tables this library's branch indexes, to check them against its own.
+    shapes = {
+        table: {index["name"]: _server_index_shape(index) for index in inspector.get_indexes(table) if index["name"]}
+        for table in versions.STORE_INDEXES
+        if table in tables
+    }
+    return sqlite_file.FileFacts(0, 0, tables, version_rows, columns, index_shapes=shapes)
+
+
+def _server_index_shape(index: Any) -> sqlite_file.IndexShape:
+    options = index.get("dialect_options", {})
+    return sqlite_file.IndexShape(
+        tuple(index["column_names"]),
+        unique=bool(index.get("unique")),
+        partial=bool(options.get("postgresql_where")),
+        descending=any("desc" in sorting for sorting in (index.get("column_sorting") or {}).values()),
+    )
 
 
 def _judge(db: Database, facts: sqlite_file.FileFacts) -> SchemaState:
     """Decide from what a database holds whether it is ours, and at which revision."""
     if db.is_sqlite:
         _refuse_header(db, facts.application_id, facts.user_version)
-    revision, table = _recorded_revision(db, facts)
+    revision, store_revision, table = _recorded_revision(db, facts)
+    missing = _missing_store_indexes(db, facts, store_revision)
     if revision is None:
         if db.is_sqlite and facts.user_version:
             _refuse_unless_uniqc_layout(db, facts)  # uniqc's own file: adopted at its version
@@ -186,12 +234,58 @@ def _judge(db: Database, facts: sqlite_file.FileFacts) -> SchemaState:
         # uniqc upgraded a file of ours behind our back: re-stamped at its version if it is uniqc's.
         _refuse_unless_uniqc_layout(db, facts)
     if not db.is_sqlite:
-        return SchemaState(None, None, revision, table)
-    return SchemaState(facts.application_id, facts.user_version, revision, table)
+        return SchemaState(None, None, revision, table, store_revision, missing)
+    return SchemaState(facts.application_id, facts.user_version, revision, table, store_revision, missing)
 
 
-def _recorded_revision(db: Database, facts: sqlite_file.FileFacts) -> tuple[str | None, str | None]:
-    """The revision this library recorded, and the table that holds it.
+def _missing_store_indexes(db: Database, facts: sqlite_file.FileFacts, recorded: str | None) -> tuple[str, ...]:
+    """The indexes of this library's branch, up to the ``recorded`` revision, that the database lacks.
+
+    Something else under one of their names (an index of other columns, unique, partial,
+    descending or with another collation, or on another table; a table or a view) is refused,
+    whatever is recorded: it would be taken for ours and never repaired, a unique one would change
+    what a save does, and any other would make the revision that creates ours fail.
+    """
+    missing = []
+    objects = {obj.lower() for obj in facts.objects}
+    for revision, (table, name) in STORE_INDEX_REVISIONS.items():
+        columns = list_indexes(table, db.dialect).get(name)
+        if columns is None:
+            continue  # a servers-only index on SQLite
+        found = {index.lower(): shape for index, shape in facts.index_shapes.get(table, {}).items()}
+        shape = found.get(name.lower())
+        if shape is None and name.lower() not in objects:
+            if recorded is not None and revision <= recorded:
+                missing.append(name)
+        elif shape != sqlite_file.IndexShape(columns):
+            raise DatabaseRefusedError(
+                f"{db.path or db.display_url}: {name!r} is not the index uniqc_store makes on {table} "
+                f"({', '.join(columns)}; found {shape.describe() if shape else 'another kind of object'}); "
+                "it was left untouched. Drop it, and the store creates its own when it next opens the database."
+            )
+    return tuple(missing)
+
+
+def list_index_names(dialect: str) -> list[str]:
+    """The names of the indexes that this library's branch creates on ``dialect``."""
+    return [name for table in versions.STORE_INDEXES for name in list_indexes(table, dialect)]
+
+
+def list_indexes(table: str, dialect: str) -> dict[str, tuple[str, ...]]:
+    """This library's own indexes on ``table`` (``tasks`` or ``archived_tasks``) as ``dialect``
+    has them, by name: SQLite's as :data:`versions.STORE_INDEXES` says; on servers each with the tie
+    column ``seq`` appended, and (submit_time, seq) for the unfiltered order."""
+    indexes = {index.name: index.columns for index in sorted(versions.STORE_INDEXES[table], key=lambda i: i.name)}
+    if dialect == "sqlite":
+        return indexes
+    server = {name: (*columns, "seq") for name, columns in indexes.items()}
+    server[f"{versions.STORE_INDEX_PREFIX}{table}_time_seq_idx"] = ("submit_time", "seq")
+    return server
+
+
+def _recorded_revision(db: Database, facts: sqlite_file.FileFacts) -> tuple[str | None, str | None, str | None]:
+    """The revisions this library recorded (of uniqc's schema, and of its own branch), and the
+    table that holds them.
 
     Our own table wins. ``alembic_version`` counts only as uniqc_store 0.1.0 left it: revision
     ``0001`` alone, beside uniqc's v1 ``tasks`` table (and on SQLite the header it wrote,
@@ -200,12 +294,25 @@ def _recorded_revision(db: Database, facts: sqlite_file.FileFacts) -> tuple[str 
     """
     rows = facts.version_rows.get(VERSION_TABLE)
     if rows is not None:
-        if len(rows) > 1 or (rows and not _known(rows[0])):
+        schema_rows = [row for row in rows if not _store_numbered(row)]
+        store_rows = [row for row in rows if _store_numbered(row)]
+        if (
+            len(schema_rows) > 1
+            or len(store_rows) > 1
+            or (schema_rows and not _known(schema_rows[0]))
+            or (store_rows and store_rows[0] not in STORE_REVISIONS)
+        ):
             raise _unknown_revisions(db, rows)
-        return (rows[0] if rows else None), VERSION_TABLE
+        store = store_rows[0] if store_rows else None
+        # A branch revision alone in the table stands for the schema revision it forks from too;
+        # beside it, only a later revision of uniqc's schema is what Alembic writes.
+        revision = schema_rows[0] if schema_rows else (STORE_REVISIONS[store] if store else None)
+        if store and schema_rows and int(schema_rows[0]) <= int(STORE_REVISIONS[store]):
+            raise _unknown_revisions(db, rows)
+        return revision, store, VERSION_TABLE
     if facts.version_rows.get(LEGACY_VERSION_TABLE) == [_LEGACY_REVISION] and _written_by_0_1_0(db, facts):
-        return _LEGACY_REVISION, LEGACY_VERSION_TABLE
-    return None, None
+        return _LEGACY_REVISION, None, LEGACY_VERSION_TABLE
+    return None, None, None
 
 
 _LEGACY_REVISION = "0001"  # the only revision uniqc_store 0.1.0 had
@@ -220,13 +327,19 @@ def _written_by_0_1_0(db: Database, facts: sqlite_file.FileFacts) -> bool:
 
 
 def _unknown_revisions(db: Database, rows: list[str]) -> DatabaseRefusedError:
-    if all(_numbered(row) for row in rows) and max(int(row) for row in rows) > CURRENT_SCHEMA_VERSION:
-        return _too_new(db, f"revision {max(rows, key=int)!r}")
+    schema_rows = [row for row in rows if not _store_numbered(row)]
+    store_rows = [row for row in rows if _store_numbered(row)]
+    if len(schema_rows) <= 1 and len(store_rows) <= 1 and all(_numbered(row) for row in schema_rows):
+        if schema_rows and int(schema_rows[0]) > CURRENT_SCHEMA_VERSION:
+            return _too_new(db, f"revision {schema_rows[0]!r}")
+        if store_rows and store_rows[0] > STORE_HEAD:
+            return _too_new(db, f"revision {store_rows[0]!r} of its own indexes")
     return DatabaseRefusedError(
         f"{db.path or db.display_url}: its {VERSION_TABLE} table holds {rows!r}, which "
         f"{'is not a revision' if len(rows) == 1 else 'are not revisions'} of uniqc_store "
-        f"(0001 to {HEAD_REVISION}, one row); it was left untouched. Something other than "
-        f"uniqc_store wrote that table: restore it from a backup, or point uniqc_store at another database."
+        f"(one of 0001 to {HEAD_REVISION}, or of {', '.join(STORE_REVISIONS)}, or one of each); it was "
+        f"left untouched. Something other than uniqc_store wrote that table: restore it from a backup, or "
+        f"point uniqc_store at another database."
     )
 
 
@@ -306,7 +419,7 @@ def still_at_head(db: Database) -> bool:
             if db.is_sqlite:
                 user_version: int = tx.rows(_USER_VERSION)[0][0]
                 return user_version == CURRENT_SCHEMA_VERSION
-            return [tuple(row) for row in tx.rows(_REVISION)] == [(HEAD_REVISION,)]
+            return {row[0] for row in tx.rows(_REVISION)} == HEAD_ROWS
     except DatabaseError:
         return False  # ensure_schema() then finds out what is wrong, and says so
 
@@ -318,6 +431,18 @@ def _numbered(revision: str) -> bool:
 
 def _known(revision: str) -> bool:
     return _numbered(revision) and 0 < int(revision) <= CURRENT_SCHEMA_VERSION
+
+
+def schema_version_of(heads: Collection[str]) -> int:
+    """uniqc's schema version (``user_version``) of a database whose version table holds ``heads``:
+    the highest revision of uniqc's schema among them and what the branch's revisions depend on."""
+    versions_ = [int(STORE_REVISIONS.get(head, head)) for head in heads if head in STORE_REVISIONS or _numbered(head)]
+    return max(versions_, default=0)
+
+
+def _store_numbered(revision: str) -> bool:
+    """Whether ``revision`` has the form of this library's own branch's ids: 's' and three digits."""
+    return len(revision) == 4 and revision[0] == "s" and _numbered("0" + revision[1:])
 
 
 def _too_new(db: Database, found: str) -> SchemaTooNewError:
@@ -357,7 +482,7 @@ def ensure_schema(db: Database) -> None:
                     if not state.at_head:  # else another process migrated while we waited
                         from alembic import command
 
-                        command.upgrade(_config_for(conn, state), "head")
+                        command.upgrade(_config_for(conn, state), "heads")
         except BaseException:
             # Keep no connection to a file that is not ours, or that the caller may now move
             # away (a later open must start on whatever is at the path then).
@@ -444,11 +569,12 @@ def upgrade(
     """Upgrade a database to ``revision``, through the same path as ``alembic upgrade``.
 
     The database is chosen as :class:`~uniqc_store.TaskStore` chooses it; ``script_dir`` replaces
-    the bundled revisions (for testing revisions of your own).
+    the bundled revisions (for testing revisions of your own). ``"head"`` means the head of both
+    branches, uniqc's schema and this library's own indexes (Alembic's ``heads``).
     """
     from alembic import command
 
-    _run_command(command.upgrade, revision, url, cache_dir, script_dir)
+    _run_command(command.upgrade, "heads" if revision == "head" else revision, url, cache_dir, script_dir)
 
 
 def downgrade(
@@ -641,10 +767,14 @@ def run_env(context: EnvironmentContext) -> None:
 def _migrates(context: EnvironmentContext) -> bool:
     """Whether the command moves the database to a revision (upgrade, downgrade, stamp), as
     opposed to only reading it (current, check)."""
+    from alembic.util import CommandError
+
     try:
         return context.get_revision_argument() is not None
     except KeyError:  # current, check: no destination
         return False
+    except CommandError:  # a destination Alembic cannot resolve ('head' of two branches): it says so next
+        return True
 
 
 def _run_migrations(context: EnvironmentContext, conn: Connection, state: SchemaState) -> None:
@@ -668,6 +798,7 @@ def _run_migrations(context: EnvironmentContext, conn: Connection, state: Schema
     if migrating:
         _move_legacy_version_table(context.get_context(), context.script, state)
         _adopt_uniqc_file(context.get_context(), context.script)
+        _forget_missing_indexes(context.get_context(), state)
     from alembic.util import CommandError
 
     try:
@@ -718,6 +849,13 @@ def _target_metadata(dialect: str) -> MetaData:
         copy = table.to_metadata(metadata)
         if "task_id" in copy.c:
             copy.c.task_id.nullable = False
+        if table.name in versions.STORE_INDEXES:
+            # The branch's indexes end in the tie column seq there (not compared itself).
+            copy.append_column(Column("seq", BigInteger, nullable=False))
+            for index in [index for index in copy.indexes if index.name in list_indexes(table.name, "sqlite")]:
+                copy.indexes.discard(index)
+            for name, columns in list_indexes(table.name, dialect).items():
+                Index(name, *(copy.c[column] for column in columns))
     return metadata
 
 
@@ -734,6 +872,21 @@ def _move_legacy_version_table(migration: MigrationContext, script: Any, state: 
         conn.exec_driver_sql(f"DROP TABLE {LEGACY_VERSION_TABLE}")
 
 
+def _forget_missing_indexes(migration: MigrationContext, state: SchemaState) -> None:
+    """When an index of this library's branch has gone missing (dropped by hand, or by a table
+    rebuild of a later uniqc step), remove the branch's record, so that the upgrade runs its
+    revision again: it creates the indexes that are not there, and only those."""
+    conn = migration.connection
+    if conn is None or not state.missing_indexes or state.store_revision is None or state.revision is None:
+        return
+    with conn.begin():
+        conn.execute(
+            text(f"DELETE FROM {VERSION_TABLE} WHERE version_num = :revision"), {"revision": state.store_revision}
+        )
+        if not migration.get_current_heads():  # the branch's record stood for the schema revision too
+            conn.execute(text(f"INSERT INTO {VERSION_TABLE} VALUES (:revision)"), {"revision": state.revision})
+
+
 def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
     """Stamp a file whose ``user_version`` is ahead of its revision (none, for a file uniqc wrote;
     an older one, for a file of ours that uniqc upgraded) at that version. :func:`read_state`
@@ -746,7 +899,7 @@ def _adopt_uniqc_file(migration: MigrationContext, script: Any) -> None:
         user_version = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
     finally:
         conn.commit()
-    if user_version <= max((int(head) for head in heads), default=0):
+    if user_version <= schema_version_of(heads):
         return
     with conn.begin():
         migration.stamp(script, f"{user_version:04d}")
@@ -760,14 +913,14 @@ def _stamp_header(
     inside the step's own transaction."""
     if ctx.dialect.name != "sqlite":
         return  # servers: the version table alone is the version record
-    version = max((int(head) for head in heads), default=0)
+    version = schema_version_of(heads)
     ctx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     ctx.execute(f"PRAGMA user_version = {version}")
 
 
 def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Keep server-only bookkeeping (the insertion sequence) out of autogenerate's comparison."""
-    if type_ == "column" and reflected and name in SERVER_ONLY_COLUMNS.get(obj.table.name, ()):
+    if type_ == "column" and name in SERVER_ONLY_COLUMNS.get(obj.table.name, ()):
         return False
     return not (type_ in ("index", "unique_constraint") and reflected and name in SERVER_ONLY_INDEXES)
 

@@ -36,6 +36,22 @@ class RawHeader:
 
 
 @dataclass(frozen=True)
+class IndexShape:
+    """What decides how an index serves a query and what it refuses: its key columns, and whether
+    it is unique, partial, descending or collated otherwise than binary in any of them."""
+
+    columns: tuple[str, ...]
+    unique: bool = False
+    partial: bool = False
+    descending: bool = False
+    collated: bool = False
+
+    def describe(self) -> str:
+        kinds = [kind for kind in ("unique", "partial", "descending", "collated") if getattr(self, kind)]
+        return " ".join([*kinds, f"({', '.join(self.columns)})"])
+
+
+@dataclass(frozen=True)
 class FileFacts:
     """What a read-only connection sees in a file, all read in one snapshot."""
 
@@ -50,6 +66,8 @@ class FileFacts:
     columns: dict[str, list[str]] = field(default_factory=dict)
     #: uniqc's tables that exist, as SQLite reports them (see :mod:`uniqc_store.versions`).
     layout: versions.Layout = field(default_factory=dict)
+    #: The indexes of ``tasks`` and ``archived_tasks`` by table, then by name.
+    index_shapes: dict[str, dict[str, IndexShape]] = field(default_factory=dict)
 
 
 def read_raw_header(path: Path) -> RawHeader | None:
@@ -142,7 +160,15 @@ def _inspect_once(uri: str, version_tables: tuple[str, ...], tables: tuple[str, 
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return FileFacts(application_id & 0xFFFFFFFF, user_version, objects, version_rows, columns, layout)
+    shapes = {
+        table: {
+            index.name: IndexShape(index.columns, index.unique, index.partial, index.descending, index.collated)
+            for index in layout[table].indexes
+        }
+        for table in versions.STORE_INDEXES
+        if table in layout
+    }
+    return FileFacts(application_id & 0xFFFFFFFF, user_version, objects, version_rows, columns, layout, shapes)
 
 
 def _table_layout(conn: sqlite3.Connection, table: str) -> versions.Table:
@@ -153,13 +179,8 @@ def _table_layout(conn: sqlite3.Connection, table: str) -> versions.Table:
         for _, name, type_, notnull, default, pk in conn.execute(f'PRAGMA table_info("{table}")')
     )
     indexes = frozenset(
-        versions.Index(
-            name,
-            tuple(row[2] for row in conn.execute(f'PRAGMA index_info("{name}")')),
-            bool(unique),
-            origin,
-        )
-        for _, name, unique, origin, _ in conn.execute(f'PRAGMA index_list("{table}")')
+        _index(conn, name, bool(unique), origin, bool(partial))
+        for _, name, unique, origin, partial in conn.execute(f'PRAGMA index_list("{table}")')
     )
     foreign_keys = tuple(
         versions.ForeignKey(column, parent, to, on_update, on_delete)
@@ -172,6 +193,20 @@ def _table_layout(conn: sqlite3.Connection, table: str) -> versions.Table:
             triggers.add(name)
         clauses.update(clause for clause in versions.EXTRA_CLAUSES if _mentions(sql or "", clause))
     return versions.Table(columns, indexes, foreign_keys, frozenset(clauses), frozenset(triggers))
+
+
+def _index(conn: sqlite3.Connection, name: str, unique: bool, origin: str, partial: bool) -> versions.Index:
+    # index_xinfo: (seqno, cid, name, desc, collation, key) for each key column, then the rowid.
+    keys = [row for row in conn.execute(f'PRAGMA index_xinfo("{name}")') if row[5]]
+    return versions.Index(
+        name,
+        tuple(row[2] for row in keys),
+        unique,
+        origin,
+        partial,
+        descending=any(row[3] for row in keys),
+        collated=any(str(row[4]).upper() != "BINARY" for row in keys),
+    )
 
 
 def _mentions(sql: str, clause: str) -> bool:

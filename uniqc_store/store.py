@@ -560,7 +560,7 @@ class TaskStore:
         with db.gate:
             self._bring_to_head(db)
             state = schema.current_state(db)
-        info: dict[str, Any] = {"url": self.url, "revision": state.revision}
+        info: dict[str, Any] = {"url": self.url, "revision": state.revision, "store_revision": state.store_revision}
         if self._db.is_sqlite:
             info.update(
                 path=str(self.db_path),

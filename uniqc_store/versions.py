@@ -35,6 +35,9 @@ class Index:
     columns: tuple[str, ...]
     unique: bool = False
     origin: str = "c"  # 'c': CREATE INDEX, 'pk': the primary key's, 'u': a UNIQUE constraint's
+    partial: bool = False  # CREATE INDEX ... WHERE
+    descending: bool = False  # a key column DESC
+    collated: bool = False  # a key column with a collation other than BINARY
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,41 @@ _V4: Layout = {
 #: uniqc's layout at each ``user_version`` (v5 moved data only).
 LAYOUTS: dict[int, Layout] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V4}
 
+#: Every index name of this library's own starts so (uniqc's never do, and never will need to).
+STORE_INDEX_PREFIX = "uniqc_store_"
+
+#: The indexes this library adds on its own branch of revisions (``migrations/versions/s0*``),
+#: as SQLite reports them: what ``list`` and ``list_archived`` need to read a page newest first in
+#: O(log n + limit) for any filter. Invisible to uniqc (an index changes no stored value and no
+#: query's result) and never counted in ``user_version``. Servers have each with their tie column
+#: ``seq`` appended, and one more for the unfiltered order (SQLite's ``*_submit_time_idx`` already
+#: ends in the rowid).
+STORE_INDEXES: dict[str, frozenset[Index]] = {
+    table: frozenset(
+        Index(f"{STORE_INDEX_PREFIX}{table}_{name}_idx", columns)
+        for name, columns in (
+            ("status_time", ("status", "submit_time")),
+            ("backend_time", ("backend", "submit_time")),
+            ("status_backend_time", ("status", "backend", "submit_time")),
+        )
+    )
+    for table in ("tasks", "archived_tasks")
+}
+
+
+def store_layout(version: int) -> Layout:
+    """The layout of a file this library keeps at uniqc's ``version``: uniqc's, with this library's
+    own indexes (from version 5, which they follow)."""
+    if version < 5:
+        return LAYOUTS[version]
+    return {
+        name: Table(
+            table.columns, table.indexes | STORE_INDEXES.get(name, frozenset()), table.foreign_keys,
+            table.clauses, table.triggers,
+        )
+        for name, table in LAYOUTS[version].items()
+    }
+
 
 def differences(found: Layout, version: int) -> list[str]:
     """What in ``found`` (uniqc's tables of a file, as read by
@@ -165,7 +203,9 @@ def differences(found: Layout, version: int) -> list[str]:
         elif want is not None and have is not None:
             if have.columns != want.columns:
                 problems.append(f"table {name} has columns {[c.name for c in have.columns]}, not uniqc's")
-            if have.indexes != want.indexes:
+            # This library's own indexes may be there or not (exactly as it makes them): they
+            # are versioned on its own branch, which :mod:`uniqc_store.schema` checks.
+            if have.indexes - STORE_INDEXES.get(name, frozenset()) != want.indexes:
                 problems.append(f"table {name} has indexes {sorted(i.name for i in have.indexes)}, not uniqc's")
             if have.foreign_keys != want.foreign_keys:
                 problems.append(f"table {name} has different foreign keys")

@@ -1,0 +1,35 @@
+"""Index tasks on (backend, submit_time) for ``list(backend=...)``.
+
+Revision ID: s002
+Revises: s001
+Create Date: 2026-11-29
+
+Creates ``uniqc_store_tasks_backend_time_idx`` on ``tasks``:
+(backend, submit_time), then ``seq`` on servers.
+A missing index comes back the same way it came: when the store opens a database whose version
+table records this branch but that lacks one of its indexes, it moves the record back to 0005 and
+the branch runs again, creating only what is missing.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from uniqc_store.ddl import create_list_index, drop_list_index
+
+revision: str = "s002"
+down_revision: str | None = "s001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TABLE = "tasks"
+NAME = "uniqc_store_tasks_backend_time_idx"
+COLUMNS = ('backend', 'submit_time')
+
+
+def upgrade() -> None:
+    create_list_index(op, TABLE, NAME, COLUMNS)
+
+
+def downgrade() -> None:
+    drop_list_index(op, TABLE, NAME)
