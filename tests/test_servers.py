@@ -96,3 +96,81 @@ def test_task_ids_match_exactly_on_every_backend(store: TaskStore) -> None:
     for task_id in ["a", "A", "a ", "ä", "a\u0308"]:
         assert store.get(task_id).metadata == {"id": task_id}
     assert store.get("a  ") is None
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_every_kind_of_call_after_the_server_dropped_every_connection_reconnects(server: str) -> None:
+    # Without a pre-ping round trip: reads, single-statement writes and BEGIN ... COMMIT writes
+    # each find their pooled connection dead, and cost a reconnect, never an error.
+    url, drop = create_server_database(server)
+    try:
+        with TaskStore(url=url) as store:
+            store.save_many([TaskInfo(f"t{i}", "sim") for i in range(3)])
+            calls = [
+                lambda: store.get("t0").task_id,
+                lambda: [t.task_id for t in store.list(limit=2)],
+                lambda: store.count(),
+                lambda: store.save(TaskInfo("t0", "sim", status="running")),
+                lambda: store.archive_task("t1"),
+                lambda: store.delete("t2"),
+                lambda: store.count_by_status(),
+            ]
+            results = []
+            for call in calls:
+                assert _kill_other_sessions(server, make_url(url).database) >= 1
+                results.append(call())
+            assert results[:3] == ["t0", ["t2", "t1"], 3]
+            assert results[4:] == [True, True, {"running": 1}]
+            assert store.count_archived() == 1
+    finally:
+        drop()
+
+
+def _open_transactions(server: str, database: str) -> int:
+    engine = create_engine(server_admin_url(server), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if server == "postgresql":
+                query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                         "AND state LIKE 'idle in transaction%'")
+            else:
+                query = ("SELECT count(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+                         "ON p.id = t.trx_mysql_thread_id WHERE p.db = :db")
+            return int(conn.execute(text(query), {"db": database}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda s: s.save(TaskInfo("t", "sim", status="success")),
+        lambda s: s.save_many([TaskInfo("t", "sim", status="failed"), TaskInfo("u", "sim")]),
+        lambda s: s.delete("t"),
+        lambda s: s.list(status="pending"),
+        lambda s: s.get("t"),
+    ],
+    ids=["save", "save_many", "delete", "list", "get"],
+)
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_an_exception_at_any_line_of_a_server_call_leaves_no_transaction_open(server: str, operation) -> None:
+    # Servers' connections run in autocommit mode and the store sends BEGIN/COMMIT itself: an
+    # interrupt anywhere must still leave no transaction open and the store usable.
+    from test_interrupts import _run_injected
+
+    url, drop = create_server_database(server)
+    try:
+        with TaskStore(url=url) as store:
+            name = make_url(url).database
+            lines = 0
+            while True:
+                store.save(TaskInfo("t", "sim"))  # the starting state of each round
+                lines += 1
+                if not _run_injected(lines, lambda: operation(store)):
+                    break  # the call ran to its end before reaching line ``lines``
+                assert _open_transactions(server, name) == 0
+                stored = store.get("t")
+                assert stored is None or stored.status in ("pending", "success", "failed")
+            assert lines > 10
+    finally:
+        drop()

@@ -4,8 +4,11 @@ Reads and writes the same ``~/.uniqc/cache/tasks.sqlite`` files as uniqc's own s
 unchanged on PostgreSQL and MySQL/MariaDB chosen by URL.
 """
 
+from .check import CheckReport, check_store
+from .compact import CompactReport, compact_store
 from .database import DB_FILENAME, DEFAULT_CACHE_DIR
 from .errors import (
+    BadLinesError,
     CorruptRecordError,
     DatabaseError,
     DatabaseRefusedError,
@@ -22,6 +25,7 @@ from .errors import (
     UnsupportedDatabaseError,
     WriteIntentError,
 )
+from .jsonlines import TransferCounts, export_records, import_records
 from .models import ArchivedShard, ArchivedTask, Shard, Task
 from .records import (
     TERMINAL_STATUSES,
@@ -32,9 +36,11 @@ from .records import (
     generate_uniqc_task_id,
     is_uniqc_task_id,
 )
-from .rows import record_of
+from .rows import model_of, record_of
 from .schema import APPLICATION_ID, CURRENT_SCHEMA_VERSION, HEAD_REVISION
 from .store import TaskStore
+from .sweep import SweepResult
+from .transfer import CopyReport, TableCopy, copy_store
 
 __version__ = "0.1.0"
 
@@ -48,6 +54,10 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "ArchivedShard",
     "ArchivedTask",
+    "BadLinesError",
+    "CheckReport",
+    "CompactReport",
+    "CopyReport",
     "CorruptRecordError",
     "DatabaseError",
     "DatabaseRefusedError",
@@ -60,6 +70,8 @@ __all__ = [
     "SchemaTooNewError",
     "Shard",
     "StoreError",
+    "SweepResult",
+    "TableCopy",
     "Task",
     "TaskConflictError",
     "TaskInfo",
@@ -67,9 +79,16 @@ __all__ = [
     "TaskShard",
     "TaskStatus",
     "TaskStore",
+    "TransferCounts",
     "UnsupportedDatabaseError",
     "WriteIntentError",
+    "check_store",
+    "compact_store",
+    "copy_store",
+    "export_records",
     "generate_uniqc_task_id",
+    "import_records",
     "is_uniqc_task_id",
+    "model_of",
     "record_of",
 ]

@@ -5,7 +5,9 @@ Usage::
     uniqc-store [--cache-dir DIR | --url URL] COMMAND [options]
 
 Commands: ``upgrade``, ``info``, ``list [--archived]``, ``show TASK_ID``, ``delete [--archived]
-TASK_ID``, ``archive TASK_ID``, ``restore TASK_ID`` and ``clear-completed``. Without
+TASK_ID``, ``archive TASK_ID``, ``restore TASK_ID``, ``clear-completed [--older-than AGE]``,
+``archive-completed [--older-than AGE]``, ``check [--full]``, ``compact``, ``copy --to URL
+[--merge]``, ``export FILE`` and ``import FILE``. Without
 ``--cache-dir`` or ``--url`` the store's default applies: ``$UNIQC_STORE_URL`` if set, else
 ``~/.uniqc/cache/tasks.sqlite``.
 
@@ -18,17 +20,22 @@ was refused or could not be used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any, Literal, NoReturn
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import url as sa_url
+from tqdm import tqdm
 
-from . import __version__, database, schema
-from .errors import StoreError
+from . import __version__, check, compact, database, jsonlines, schema, sweep, transfer
+from .errors import BadLinesError, StoreError
 from .records import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus
 from .schema import HEAD_REVISION, STORE_HEAD, SchemaState
 from .store import TaskStore
@@ -89,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, metavar="N", help="at most N tasks")
     listing.add_argument("--archived", action="store_true", help="list archived tasks instead of live ones")
     _add_json_flag(listing)
-    add("show", cmd_show, "print one task, live or archived, with its shards as JSON").add_argument(
-        "task_id", metavar="TASK_ID"
-    )
+    showing = add("show", cmd_show, "print one task, live or archived, with its shards as JSON")
+    showing.add_argument("task_id", metavar="TASK_ID")
+    # show prints JSON either way; the flag is accepted so that every listing command takes it.
+    showing.add_argument("--json", action="store_true", help="print JSON (what show always prints)")
     deleting = add("delete", cmd_delete, "delete one task and its shards")
     deleting.add_argument("task_id", metavar="TASK_ID")
     deleting.add_argument("--archived", action="store_true", help="delete the archived task of this id")
@@ -102,8 +110,56 @@ def build_parser() -> argparse.ArgumentParser:
         "task_id", metavar="TASK_ID"
     )
     terminal = ", ".join(TERMINAL_STATUSES)
-    add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {terminal}")
+    clearing = add("clear-completed", cmd_clear_completed, f"delete the tasks whose status is {terminal}")
+    _add_older_than(clearing, "delete")
+    archiving = add(
+        "archive-completed", cmd_archive_completed, f"move the tasks whose status is {terminal} into the archive"
+    )
+    _add_older_than(archiving, "archive")
+    checking = add("check", cmd_check, "check the database without changing it; exit 1 if anything is wrong")
+    checking.add_argument("--full", action="store_true", help="also decode the JSON of every stored row")
+    _add_json_flag(checking)
+    add("compact", cmd_compact, "SQLite: checkpoint the WAL and VACUUM the file (refused while others write)")
+    copying = add("copy", cmd_copy, "copy every task, shard and archived record into another database")
+    copying.add_argument("--to", required=True, metavar="URL", help="the target database's URL (created if missing)")
+    copying.add_argument(
+        "--merge", action="store_true", help="add only the records whose ids the target lacks, keeping its own"
+    )
+    add("export", cmd_export, "write every record to FILE as JSON Lines ('-': stdout)").add_argument(
+        "file", metavar="FILE"
+    )
+    add("import", cmd_import, "add the records of an export FILE ('-': stdin), all or none").add_argument(
+        "file", metavar="FILE"
+    )
     return parser
+
+
+def _add_older_than(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--older-than",
+        metavar="AGE",
+        type=_age,
+        help=f"only {verb} those whose update_time is older than AGE: a number and s, m, h, d or w (30d)",
+    )
+
+
+def _joined_negative_ages(argv: Sequence[str]) -> list[str]:
+    """``--older-than -1d`` as ``--older-than=-1d``: argparse takes a value that starts with a dash
+    for an option and fails with "expected one argument"; joined, the age is refused by name."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--older-than" and arg[:1] == "-" and arg[1:2].isdigit():
+            joined[-1] = f"--older-than={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return sweep.parse_age(text)
+    except StoreError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _location_options() -> _Parser:
@@ -132,7 +188,7 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_joined_negative_ages(sys.argv[1:] if argv is None else argv))
     except UsageError as error:
         return _fail(f"{error} (see '{PROG} --help')", EXIT_ERROR)
     except SystemExit as stop:  # --help and --version
@@ -270,11 +326,171 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_clear_completed(args: argparse.Namespace) -> int:
-    """Delete the tasks in a terminal status and print how many there were."""
+    """Delete the tasks in a terminal status (older than ``--older-than``) and print how many."""
     with _open_store(args) as store:
-        count = store.clear_completed()
-    print(f"deleted {count} completed task{'' if count == 1 else 's'}")
+        if args.older_than is None:
+            count = store.clear_completed()
+            print(f"deleted {_tasks_text(count, 'completed task')}")
+            return EXIT_OK
+        result = store.clear_completed(older_than=args.older_than)
+    _print_sweep("deleted", result, args.older_than)
     return EXIT_OK
+
+
+def cmd_archive_completed(args: argparse.Namespace) -> int:
+    """Move the tasks in a terminal status (older than ``--older-than``) into the archive, in
+    batches, and say how many moved, were skipped, or conflict with an archived id."""
+    with _open_store(args) as store:
+        result = store.archive_completed(older_than=args.older_than)
+    _print_sweep("archived", result, args.older_than)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the database read-only; print ``ok`` or one line per problem (exit status 1)."""
+    report = check.check_store(getattr(args, "cache_dir", None), url=getattr(args, "url", None), full=args.full)
+    if args.json:
+        _print_json(report.to_dict())
+    elif report.ok:
+        revision = _revision_label(report.revision, report.store_revision)
+        print(f"{report.location}: ok (revision {revision}{'; every row decoded' if report.full else ''})")
+    else:
+        print(f"{report.location}: {_tasks_text(len(report.problems), 'problem')}")
+        for problem in report.problems:
+            print(f"- {_cell(problem)}")
+    return EXIT_OK if report.ok else EXIT_NOT_FOUND
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Compact an SQLite file and print its size (with its WAL) before and after."""
+    report = compact.compact_store(getattr(args, "cache_dir", None), url=getattr(args, "url", None))
+    print(f"compacted {report.path}: {report.size_before:,} -> {report.size_after:,} bytes (file and WAL)")
+    return EXIT_OK
+
+
+def _print_sweep(verb: str, result: sweep.SweepResult, older_than: timedelta | None) -> None:
+    age = "" if older_than is None else f" not updated since {result.cutoff}"
+    print(f"{verb} {_tasks_text(result.tasks, 'completed task')}{age}")
+    untimed = result.skipped - result.without_id
+    if untimed:
+        print(
+            f"skipped {_tasks_text(untimed, 'completed task')} whose update_time cannot be compared with "
+            "the cutoff (not a time, or a time without an offset within a day of it)"
+        )
+    if result.without_id:
+        print(
+            f"skipped {_tasks_text(result.without_id, 'completed task')} with no task_id (NULL), which no "
+            "command can move or delete ('check' reports them, with the SQL that removes them)"
+        )
+    if result.conflicts:
+        shown = ", ".join(_cell(repr(task_id)) for task_id in result.conflicts[:5])
+        more = f" and {len(result.conflicts) - 5} more" if len(result.conflicts) > 5 else ""
+        print(
+            f"left {_tasks_text(len(result.conflicts), 'completed task')} live whose id the archive already "
+            f"holds: {shown}{more} ('delete --archived ID' or 'delete ID' clears the way)"
+        )
+
+
+def _tasks_text(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    """Copy every record into the database ``--to``, print the counts per table, and fail with
+    status 2 when they do not add up."""
+    try:
+        sa_url.make_url(args.to)
+    except (sa_exc.ArgumentError, ValueError):  # never echo it: it may hold a password
+        return _fail("--to is not a valid database URL (e.g. postgresql+psycopg://user@host/db, "
+                     "mysql+pymysql://user@host/db, sqlite:////path/tasks.sqlite)", EXIT_ERROR)  # fmt: skip
+    with _open_store(args) as source, TaskStore(url=args.to) as target, _progress_bar("record") as progress:
+        report = transfer.copy_store(source, target, merge=args.merge, progress=progress)
+    print(f"copy of {report.source} to {report.target}{' (merge)' if report.merge else ''}:")
+    headers = ("table", "source", "target", "copied", "already there")
+    rows = [
+        [t.table, f"{t.source:,}", f"{t.target:,}", f"{t.copied:,}", f"{t.skipped:,}"] for t in report.tables
+    ]
+    for line in format_table(headers, rows, right=headers[1:]):
+        print(line)
+    for t in report.tables:
+        for reason, count in t.reasons:
+            if reason != "copied by an earlier run":
+                print(f"skipped {count:,} of {t.table}: {reason}")
+    if not report.complete:
+        tables = ", ".join(t.table for t in report.tables if not t.complete)
+        return _fail(
+            f"the counts of {tables} do not add up: records were added or deleted in the source or the "
+            "target during the copy; compare the two, or run the copy again",
+            EXIT_ERROR,
+        )
+    merged_away = any(reason != "copied by an earlier run" for t in report.tables for reason, _ in t.reasons)
+    print(f"counts match: every record of the source is in the target{' or skipped' if merged_away else ''}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write every record to FILE (a new file, written whole or not at all) or stdout."""
+    if args.file != "-" and os.path.lexists(args.file):
+        return _fail(f"{args.file} already exists; export writes a new file: delete it or choose another", EXIT_ERROR)
+    with _open_store(args) as store, _progress_bar("record") as progress:
+        if args.file == "-":
+            written = jsonlines.export_records(store, sys.stdout.buffer, progress=progress)
+            sys.stdout.buffer.flush()
+        else:
+            written = _export_to_file(store, args.file, progress)
+    where = "stdout" if args.file == "-" else args.file
+    print(f"exported {written} to {where}", file=sys.stderr if args.file == "-" else sys.stdout)
+    return EXIT_OK
+
+
+def _export_to_file(store: TaskStore, path: str, progress: Any) -> jsonlines.TransferCounts:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, partial = tempfile.mkstemp(prefix=".uniqc-store-export-", dir=directory)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            written = jsonlines.export_records(store, out, progress=progress)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(partial, path)  # fails, rather than replace, if the name was taken meanwhile
+    finally:
+        os.unlink(partial)
+    return written
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import an export's records, all or none; each bad line is reported on a line of its own."""
+    name = "stdin" if args.file == "-" else args.file
+    with contextlib.ExitStack() as stack:
+        lines = sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
+        store = stack.enter_context(_open_store(args))
+        progress = stack.enter_context(_progress_bar("line"))
+        try:
+            imported = jsonlines.import_records(store, lines, name=name, progress=progress)
+        except BadLinesError as error:
+            for number, message in error.problems:
+                print(f"{PROG}: error: {name} line {number}: {_cell(message)}", file=sys.stderr)
+            shown = f" (the first {len(error.problems)} shown)" if len(error.problems) < error.bad_lines else ""
+            bad = f"{error.bad_lines:,} bad line{'' if error.bad_lines == 1 else 's'}"
+            return _fail(f"{bad} in {name}{shown}; nothing was imported", EXIT_ERROR)
+    print(f"imported {imported} from {name}")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _progress_bar(unit: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on stderr, shown only when stderr is a terminal (tqdm's ``disable=None``);
+    yields the callback the transfer functions take."""
+    with tqdm(file=sys.stderr, unit=unit, unit_scale=True, disable=None, leave=False) as bar:
+
+        def update(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        yield update
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -317,7 +533,7 @@ def _revision_text(revision: str | None, store_revision: str | None) -> str:
 
 
 def _revision_label(revision: str | None, store_revision: str | None) -> str:
-    """uniqc's schema revision, then the revision of this library's own indexes ('0005 + s001')."""
+    """uniqc's schema revision, then the revision of this library's own indexes ('0005 + s008')."""
     if revision is None:
         return "none"
     at_head = revision == HEAD_REVISION and store_revision == STORE_HEAD
@@ -418,7 +634,16 @@ def _hidden(args: argparse.Namespace) -> tuple[str, ...]:
     url = getattr(args, "url", None)
     if url is None and getattr(args, "cache_dir", None) is None:
         url = os.environ.get(database.ENV_URL)
-    return database.secrets(url) if url else ()
+    target = getattr(args, "to", None)  # copy --to: its password and secret options (messages name it)
+    # Their secrets only: a URL that parses is shown masked (database.mask), not as *** whole.
+    return (_target_secrets(url) if url else ()) + (_target_secrets(target) if target else ())
+
+
+def _target_secrets(url: str) -> tuple[str, ...]:
+    try:
+        return database.secrets(sa_url.make_url(url))
+    except (sa_exc.ArgumentError, ValueError):
+        return database.secrets(url)  # not a URL: hide all of it
 
 
 def _target(args: argparse.Namespace) -> str:

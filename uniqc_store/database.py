@@ -10,18 +10,19 @@ cross a ``fork()``.
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, PoolResetState
 
 from .errors import (
     DatabaseError,
@@ -31,7 +32,15 @@ from .errors import (
     SchemaTooNewError,
     StoreError,
 )
-from .execution import SQLITE_BUSY_SLICE_S, SQLITE_BUSY_TIMEOUT_S, CoreTx, SQLiteTx, Tx, execute_waiting
+from .execution import (
+    SQLITE_BUSY_SLICE_S,
+    SQLITE_BUSY_TIMEOUT_S,
+    ServerConnections,
+    ServerTx,
+    SQLiteTx,
+    Tx,
+    execute_waiting,
+)
 
 # Re-exported ("X as X"): the package, the CLI and the store use them as database.*.
 from .urls import DB_FILENAME as DB_FILENAME
@@ -114,6 +123,40 @@ class _Gate:
                 self._exclusive = False
 
 
+class _GatedUnit:
+    """:meth:`Database.transaction` inside the database's gate, after ``prepare(db)`` (the
+    store's schema check): :meth:`Database.unit`. A class rather than a generator, as
+    :class:`~uniqc_store.execution.ServerTx` is: it is on every call's path."""
+
+    __slots__ = ("_db", "_inner", "_prepare", "_single", "_write")
+
+    def __init__(self, db: Database, prepare: Callable[[Database], None], write: bool, single: bool) -> None:
+        self._db = db
+        self._prepare = prepare
+        self._write = write
+        self._single = single
+        self._inner: AbstractContextManager[Tx] | None = None
+
+    def __enter__(self) -> Tx:
+        gate = self._db.gate
+        gate.__enter__()
+        try:
+            self._prepare(self._db)
+            inner = self._inner = self._db.transaction(write=self._write, single=self._single)
+            return inner.__enter__()
+        except BaseException:
+            self._inner = None
+            gate.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool | None:
+        try:
+            assert self._inner is not None
+            return self._inner.__exit__(exc_type, exc, traceback)
+        finally:
+            self._db.gate.__exit__(None, None, None)
+
+
 class Database:
     """One database as this process uses it: its engine, its schema state and its locks.
 
@@ -136,7 +179,15 @@ class Database:
             assert url.database is not None  # resolve_url() gives every SQLite URL a file path
             self.path = Path(url.database)
         self.engine = _create_engine(url)
+        # What transaction() translates: the server driver's own errors too (statements run on
+        # its cursor there, not through SQLAlchemy, which would wrap them in exc.DBAPIError).
+        self._errors: tuple[type[BaseException], ...] = TRANSLATED
+        self.connections: ServerConnections | None = None
+        if not self.is_sqlite:
+            self._errors += (self.engine.dialect.loaded_dbapi.Error,)
+            self.connections = ServerConnections(self.engine, _idle_and_open, _in_transaction_test(self.dialect))
         self._migration_engine: Engine | None = None
+        self._orm_engine: Engine | None = None
         self.ready = False
         self.file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file found at head
         self.schema_version: int | None = None  # its user_version then (set by schema.py)
@@ -155,39 +206,67 @@ class Database:
             self._migration_engine = _create_engine(self.url, for_migrations=True)
         return self._migration_engine
 
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[Tx]:
+    @property
+    def orm_engine(self) -> Engine:
+        """The engine of ``TaskStore.session()``: the store's own, whose pooled connections on a
+        server run in autocommit mode, set back to the server's default isolation level while
+        a session uses them (so that a session's queries share one transaction, as usual)."""
+        if self.is_sqlite:
+            return self.engine
+        if self._orm_engine is None:
+            level = self.engine.dialect.default_isolation_level  # known: the store has connected
+            self._orm_engine = self.engine.execution_options(isolation_level=level)
+        return self._orm_engine
+
+    def unit(
+        self, *, write: bool, single: bool, prepare: Callable[[Database], None]
+    ) -> AbstractContextManager[Tx]:
+        """:meth:`transaction` inside :attr:`gate`, after ``prepare(self)`` (the store's check
+        that the schema is at head): every call of a store."""
+        return _GatedUnit(self, prepare, write, single)
+
+    def transaction(self, *, write: bool, single: bool = False) -> AbstractContextManager[Tx]:
         """One unit of work: begin, commit, roll back on any error, translate driver errors.
 
-        SQLite runs on a pooled DBAPI connection with pre-compiled SQL (writes in
-        ``BEGIN IMMEDIATE``, reads as single autocommit statements); servers on a Core connection.
+        Both run on a pooled DBAPI connection with pre-compiled SQL. SQLite: writes in
+        ``BEGIN IMMEDIATE``, reads as single autocommit statements. Servers (autocommit
+        connections): reads statement by statement, writes between ``BEGIN`` and ``COMMIT`` —
+        except with ``single``, a write of one idempotent statement, which commits on its own
+        (one round trip instead of three) and may be sent again after a lost connection (see
+        :class:`~uniqc_store.execution.ServerTx`).
         Whatever ends the block, a KeyboardInterrupt or a signal handler's exception included,
         the connection goes back to the pool outside any transaction, or is discarded.
         """
+        if self.connections is None:
+            return self._sqlite_transaction(write)
+        # A class-based context manager (no generator): on a server's one-round-trip read every
+        # microsecond of the store's own shows (see benchmarks/bench_scale.py).
+        return ServerTx(
+            self.connections, self.translate, self._errors, write=write, begin=write and not single, retry_first=single
+        )
+
+    @contextmanager
+    def _sqlite_transaction(self, write: bool) -> Iterator[Tx]:
         try:
-            if self.is_sqlite:
-                raw = self.engine.raw_connection()
+            raw = self.engine.raw_connection()
+            try:
+                cursor = cast(sqlite3.Cursor, raw.cursor())  # pysqlite's; typed as the generic DBAPICursor
+                if cursor.connection.in_transaction:
+                    _end_transaction(raw)  # left open by an interrupted earlier use
+                if write:
+                    # Take the write lock up front: upgrading a read lock later fails at once
+                    # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
+                    execute_waiting(cursor, "BEGIN IMMEDIATE")
+                    self._check_unchanged_schema(cursor)
+                yield SQLiteTx(cursor, write=write)
+                if write:
+                    execute_waiting(cursor, "COMMIT")
+            finally:
                 try:
-                    cursor = cast(sqlite3.Cursor, raw.cursor())  # pysqlite's; typed as the generic DBAPICursor
-                    if cursor.connection.in_transaction:
-                        _end_transaction(raw)  # left open by an interrupted earlier use
-                    if write:
-                        # Take the write lock up front: upgrading a read lock later fails at once
-                        # with SQLITE_BUSY in WAL mode, instead of waiting for the busy timeout.
-                        execute_waiting(cursor, "BEGIN IMMEDIATE")
-                        self._check_unchanged_schema(cursor)
-                    yield SQLiteTx(cursor, write=write)
-                    if write:
-                        execute_waiting(cursor, "COMMIT")
+                    if raw.dbapi_connection is not None and raw.dbapi_connection.in_transaction:
+                        _end_transaction(raw)
                 finally:
-                    try:
-                        if raw.dbapi_connection is not None and raw.dbapi_connection.in_transaction:
-                            _end_transaction(raw)
-                    finally:
-                        raw.close()
-            else:
-                with self.engine.begin() if write else self.engine.connect() as conn:
-                    yield CoreTx(conn, write=write)
+                    raw.close()
         except TRANSLATED as error:
             raise self.translate(error) from error
 
@@ -371,9 +450,16 @@ def _create_engine(url: URL, *, for_migrations: bool = False) -> Engine:
             )
             _configure_sqlite(engine, transactional_ddl=for_migrations)
             return engine
-        if not pooling:
-            pooling = {"pool_pre_ping": True, "pool_recycle": 3600}
-        return create_engine(url, hide_parameters=True, **pooling)
+        if pooling:  # migrations: SQLAlchemy's transactions, as Alembic expects
+            return create_engine(url, hide_parameters=True, **pooling)
+        # The store's own: autocommit connections (ServerTx sends BEGIN/COMMIT around writes),
+        # no pre-ping round trip (checked without one, see _configure_server), and no
+        # rollback round trip on every return to the pool (PyMySQL sends one even when idle).
+        engine = create_engine(
+            url, hide_parameters=True, isolation_level="AUTOCOMMIT", pool_recycle=3600, pool_reset_on_return=None
+        )
+        _configure_server(engine)
+        return engine
     except ImportError as error:
         driver, extra = SUPPORTED[backend]
         raise DriverNotInstalledError(
@@ -404,6 +490,77 @@ def _configure_sqlite(engine: Engine, *, transactional_ddl: bool) -> None:
     def _on_begin(connection: Connection) -> None:
         if connection.get_execution_options().get(WRITE_OPTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_server(engine: Engine) -> None:
+    in_transaction = _in_transaction_test(engine.dialect.name)
+
+    if engine.dialect.name in ("mysql", "mariadb"):
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+            # Given status and backend, MariaDB may intersect the single-column indexes of both
+            # and sort what matches (75 ms for a page at 200k tasks) rather than walk the index
+            # made for that list (0.9 ms). Off for the store's own sessions only; unlike an index
+            # hint, it cannot fail when an index has gone missing.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET SESSION optimizer_switch = 'index_merge_intersection=off'")
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        # Instead of the pre-ping round trip: a connection the server has closed (restart, idle
+        # timeout, killed session) has something to read — the server's goodbye, or the end of
+        # the stream — while a live idle one has nothing. The pool replaces it with a new one.
+        if not _idle_and_open(proxy):
+            raise exc.DisconnectionError("the server closed the connection")
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        # Back into the pool outside any transaction, at the cost of a round trip only when one
+        # is open (a write interrupted between its statements).
+        if in_transaction(dbapi_connection):
+            dbapi_connection.rollback()
+
+
+_MYSQL_IN_TRANSACTION = 0x0001  # SERVER_STATUS_IN_TRANS, a status flag of every MySQL protocol reply
+
+
+def _in_transaction_test(dialect: str) -> Any:
+    """A function telling, from the driver's state and without a round trip, whether a DBAPI
+    connection of ``dialect`` is inside a transaction."""
+    if dialect == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        return lambda conn: conn.pgconn.transaction_status != TransactionStatus.IDLE
+    return lambda conn: bool(conn.server_status & _MYSQL_IN_TRANSACTION)
+
+
+_POLLER = "uniqc_store.poller"  # key of a pooled server connection's poll object in its record's info
+
+
+def _idle_and_open(raw: PoolProxiedConnection) -> bool:
+    """True if the pooled connection's socket is open and has nothing to read (a poll, no round
+    trip). The poll object is made once per DBAPI connection (the record's info is cleared when
+    it reconnects)."""
+    poll = raw.info.get(_POLLER)
+    if poll is None:
+        dbapi_connection: Any = raw.dbapi_connection
+        try:
+            if getattr(dbapi_connection, "closed", False):  # psycopg's flag
+                return False
+            sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL's socket, None once closed
+            fd = sock.fileno() if sock is not None else dbapi_connection.fileno()
+        except Exception:  # noqa: BLE001 - whatever fails here, the connection is of no use
+            return False
+        if fd < 0:
+            return False
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            poll = raw.info[_POLLER] = lambda: bool(poller.poll(0))
+        else:  # Windows
+            poll = raw.info[_POLLER] = lambda: bool(select.select([fd], [], [], 0)[0])
+    return not poll()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,6 +607,8 @@ def _forget_after_fork() -> None:
     _registry_lock = threading.RLock()
     for database in _registry.values():
         # close=False: drop the parent's connections without touching them from the child.
+        if database.connections is not None:
+            database.connections.forget(close=False)
         database.engine.dispose(close=False)
     _registry.clear()
 

@@ -76,3 +76,18 @@ class TaskNotFoundError(StoreError, LookupError):
 class WriteIntentError(StoreError, RuntimeError):
     """A statement that changes data was run where only reads are allowed: through a store's
     read-only ORM session, or (a bug) in a unit of work opened to read. Nothing was run."""
+
+
+class BadLinesError(InvalidTaskError):
+    """Lines of a file given to :func:`uniqc_store.import_records` are not valid records, or
+    conflict with the target's (an id it already holds). Nothing was imported.
+
+    Attributes:
+        problems: ``(line number, what is wrong)`` of the first bad lines, in file order.
+        bad_lines: How many bad lines were found in all.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[int, str]], bad_lines: int) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.bad_lines = bad_lines

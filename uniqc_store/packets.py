@@ -12,15 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Insert
-from sqlalchemy.engine import Connection
 
 from . import database
 from .errors import InvalidTaskError
-from .execution import CoreTx, Tx
+from .execution import ServerTx, Tx, compiled_sql
 from .rows import PAYLOAD_FIELDS
 
 _LIMIT_INFO = "uniqc_store.max_allowed_packet"  # per DBAPI connection: the session's limit
-_SQL_INFO = "uniqc_store.statement_text"  # per DBAPI connection: {statement: its text}
 _MAX_PACKET_CEILING = 1 << 30  # the largest max_allowed_packet MySQL and MariaDB accept
 
 Row = dict[str, Any]
@@ -38,9 +36,8 @@ def batches(
     Raises:
         InvalidTaskError: a row alone makes a statement too large; nothing has been sent.
     """
-    assert isinstance(tx, CoreTx)  # only MySQL/MariaDB come here
-    conn = tx.connection
-    limit, sql = _packet_limit(conn, stmt)
+    assert isinstance(tx, ServerTx)  # only MySQL/MariaDB come here
+    limit, sql = _packet_limit(tx, stmt)
     # What the server accepts: the statement's bytes plus the protocol's command byte must stay
     # below max_allowed_packet (measured on MariaDB 10.11: a 16777214-byte query passes at 16 MiB,
     # one byte more is refused).
@@ -51,9 +48,9 @@ def batches(
     for index, row in enumerate(rows):
         size = len(sql) + _size_bound(row)
         if size > largest:  # near the limit: measure exactly what PyMySQL would send
-            size = _sent_size(conn, sql, row)
+            size = _sent_size(tx, sql, row)
             if size > largest:
-                raise _too_large(db, conn, stmt, row, label(index), size, limit)
+                raise _too_large(db, tx, stmt, row, label(index), size, limit)
         # PyMySQL turns executemany into multi-row INSERTs of consecutive rows, each no longer
         # than the single-row statements of its rows added up; batches are cut on that sum.
         if batch and total + size > largest:
@@ -65,15 +62,12 @@ def batches(
     return cut
 
 
-def _packet_limit(conn: Connection, stmt: Insert) -> tuple[int, str]:
-    limit = conn.info.get(_LIMIT_INFO)
+def _packet_limit(tx: ServerTx, stmt: Insert) -> tuple[int, str]:
+    info = tx.connection.info  # kept with the DBAPI connection, for as long as it lives
+    limit = info.get(_LIMIT_INFO)
     if limit is None:
-        limit = conn.info[_LIMIT_INFO] = int(conn.exec_driver_sql("SELECT @@session.max_allowed_packet").scalar_one())
-    texts: dict[Insert, str] = conn.info.setdefault(_SQL_INFO, {})
-    sql = texts.get(stmt)
-    if sql is None:
-        sql = texts[stmt] = stmt.compile(dialect=conn.dialect).string
-    return limit, sql
+        limit = info[_LIMIT_INFO] = int(tx.scalar("SELECT @@session.max_allowed_packet"))
+    return limit, compiled_sql(stmt, tx.dialect)[0]
 
 
 def _size_bound(row: Row) -> int:
@@ -83,10 +77,10 @@ def _size_bound(row: Row) -> int:
     return sum(4 * len(value) + 2 if isinstance(value, str) else 24 for value in row.values())
 
 
-def _sent_size(conn: Connection, sql: str, params: Any) -> int:
+def _sent_size(tx: ServerTx, sql: str, params: Any) -> int:
     """Bytes of the statement PyMySQL sends for ``sql`` with ``params``, exactly as it builds it
     (its escaping follows the connection's charset and sql_mode)."""
-    raw: Any = conn.connection.dbapi_connection
+    raw: Any = tx.connection.dbapi_connection
     cursor = raw.cursor()
     try:
         return len(cursor.mogrify(sql, params).encode(raw.encoding, "surrogateescape"))
@@ -95,12 +89,12 @@ def _sent_size(conn: Connection, sql: str, params: Any) -> int:
 
 
 def _too_large(
-    db: database.Database, conn: Connection, stmt: Insert, row: Row, label: str, size: int, limit: int
+    db: database.Database, tx: ServerTx, stmt: Insert, row: Row, label: str, size: int, limit: int
 ) -> InvalidTaskError:
     # The fields without a length limit (JSON payloads, error texts) are what can make a row this
     # large: name the largest.
     fields = {
-        field: 0 if row[column] is None else _sent_size(conn, "%s", (row[column],))
+        field: 0 if row[column] is None else _sent_size(tx, "%s", (row[column],))
         for column, field in PAYLOAD_FIELDS[stmt.table.name].items()
     }
     field = max(fields, key=fields.__getitem__)

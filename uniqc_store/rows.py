@@ -11,6 +11,7 @@ plain tuple).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
@@ -18,14 +19,16 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import Table
 
 from .ddl import LONG_TEXT
-from .errors import InvalidTaskTypeError
+from .errors import InvalidTaskError, InvalidTaskTypeError
 from .models import ArchivedShard, ArchivedTask, Shard, Task
 from .records import (
+    MAX_TIME_LENGTH,
     SHARD_FIELD_CHECKS,
     TASK_FIELD_CHECKS,
     FieldCheck,
     TaskInfo,
     TaskShard,
+    check_text,
     decode_json,
     load_json,
 )
@@ -239,3 +242,131 @@ def record_of(instance: Task | ArchivedTask | Shard | ArchivedShard) -> TaskInfo
         ) from None
     result: TaskInfo | TaskShard = decode(tuple(getattr(instance, column) for column in columns))
     return result
+
+
+# -- model instance <-> record, for ORM sessions ---------------------------------------------------
+
+Model = Task | ArchivedTask | Shard | ArchivedShard
+
+
+def _archived_at(value: object) -> str:
+    return check_text(value, "archived_at", MAX_TIME_LENGTH)
+
+
+def _update_time(value: object) -> str:
+    return check_text(value, STAMPED, MAX_TIME_LENGTH)
+
+
+#: For each model: its table, and the check of each column's field (``archived_at`` is required
+#: in the archive tables; ``update_time`` is stamped by whoever writes, so not checked here).
+_CHECKS: dict[type[Any], tuple[Table, dict[str, FieldCheck]]] = {
+    Task: (TASKS, TASK_FIELD_CHECKS),
+    ArchivedTask: (ARCHIVED_TASKS, {**TASK_FIELD_CHECKS, "archived_at": _archived_at}),
+    Shard: (SHARDS, SHARD_FIELD_CHECKS),
+    ArchivedShard: (ARCHIVED_SHARDS, {**SHARD_FIELD_CHECKS, "archived_at": _archived_at}),
+}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _field_defaults(kind: type[TaskInfo] | type[TaskShard]) -> dict[str, Callable[[], Any]]:
+    defaults: dict[str, Callable[[], Any]] = {}
+    for field in dataclasses.fields(kind):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = functools.partial(_same, field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory
+    return defaults
+
+
+#: What a new instance's unset (None) columns stand for: the record's defaults, by field.
+_DEFAULTS = {kind: _field_defaults(kind) for kind in (TaskInfo, TaskShard)}
+
+
+def label_of(instance: Model) -> str:
+    """``Task 'job-1'``, ``Shard 0 of task 'uqt_…'``: how errors name a model instance."""
+    kind = type(instance).__name__
+    if isinstance(instance, (Shard, ArchivedShard)):
+        return f"{kind} {instance.shard_index!r} of task {instance.uniqc_task_id!r}"
+    return f"{kind} {instance.task_id!r}"
+
+
+def row_of(instance: Model, *, new: bool = False) -> dict[str, Any]:
+    """Check a model instance as the store checks a record it saves, and return the row the store
+    would write for it: ``{column: value}`` for every column but ``update_time``, the JSON columns
+    as the store's own text of the value they decode to (``'{"a":1}'`` becomes ``'{"a": 1}'``;
+    NULL or empty ``metadata_json`` becomes ``'{}'``). If ``new``, columns left None take the
+    defaults of the record's fields (``status`` pending, ``shots`` 1000, ``submit_time`` now ...),
+    as :func:`model_of` of a record built with only its required fields would hold.
+
+    Raises:
+        InvalidTaskTypeError, InvalidTaskError: a column holds what the store would refuse (JSON
+            columns: text that is not JSON, or decodes to a value the store refuses); the message
+            names the instance and the field, e.g. ``Task 'x': status 'done' is not a TaskStatus ...``.
+    """
+    try:
+        table, checks = _CHECKS[type(instance)]
+    except KeyError:
+        raise InvalidTaskTypeError(
+            f"expected a Task, ArchivedTask, Shard or ArchivedShard, got {type(instance).__name__}"
+        ) from None
+    label = label_of(instance)
+    defaults = _DEFAULTS[record_type(table)] if new else {}
+    row: dict[str, Any] = {}
+    for column in column_names(table):
+        if column == STAMPED:
+            continue
+        field = field_of(column)
+        value = getattr(instance, column)
+        try:
+            if value is None and field in defaults:
+                value = defaults[field]()
+            elif column != field:  # JSON text: what it decodes to must be what the store accepts
+                value = _decoded(value, column, field)
+            row[column] = checks[field](value)
+        except InvalidTaskError as error:  # also the TypeError subclass
+            raise type(error)(f"{label}: {error}") from None
+    return row
+
+
+def _decoded(text: object, column: str, field: str) -> Any:
+    if text is None or text == "":
+        return _EMPTY_JSON[field]()  # what a read makes of it
+    if not isinstance(text, str):
+        raise InvalidTaskTypeError(
+            f"{column} must be JSON text or None, got {type(text).__name__}; model_of() converts a record"
+        )
+    try:
+        return decode_json(text)
+    except (ValueError, RecursionError) as error:
+        raise InvalidTaskError(f"{column} is not JSON text: {error}") from None
+
+
+def model_of(record: TaskInfo | TaskShard, *, archived_at: str | None = None) -> Model:
+    """The model instance that holds ``record``, checked as the store checks a record it saves:
+    the inverse of :func:`record_of`. A :class:`TaskInfo` gives a :class:`Task`, or an
+    :class:`ArchivedTask` when it has an ``archived_at`` (or one is given); a :class:`TaskShard`
+    gives a :class:`Shard`, or an :class:`ArchivedShard` when ``archived_at`` is given.
+
+    The instance is new (transient): ``session.add()`` inserts it, ``session.merge()`` inserts or
+    replaces the row with its primary key (every column, ``submit_time`` included).
+
+    Raises:
+        InvalidTaskTypeError, InvalidTaskError: ``record`` is not a record, or a field is invalid;
+            the message names the field.
+    """
+    if not isinstance(record, (TaskInfo, TaskShard)):
+        raise InvalidTaskTypeError(f"expected a TaskInfo or TaskShard, got {type(record).__name__}")
+    update_time = _update_time(record.update_time)
+    if isinstance(record, TaskInfo):
+        row = task_row(record, update_time)
+        archived_at = record.archived_at if archived_at is None else archived_at
+        if archived_at is None:
+            return Task(**row)
+        return ArchivedTask(**row, archived_at=_archived_at(archived_at))
+    shard = shard_row(record, update_time)
+    if archived_at is None:
+        return Shard(**shard)
+    return ArchivedShard(**shard, archived_at=_archived_at(archived_at))

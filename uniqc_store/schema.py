@@ -925,6 +925,15 @@ def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, com
     return not (type_ in ("index", "unique_constraint") and reflected and name in SERVER_ONLY_INDEXES)
 
 
+#: ``target_metadata(dialect)``: the model as ``dialect``'s backend declares it (on servers every
+#: ``task_id`` is NOT NULL), what ``alembic check`` and :func:`uniqc_store.check_store` compare a
+#: live database with.
+target_metadata = _target_metadata
+#: ``include_object(obj, name, type_, reflected, compare_to)``: the ``include_object`` hook of
+#: that comparison; False for the server-only insertion sequence and its unique index.
+include_object = _include_object
+
+
 __all__ = [
     "APPLICATION_ID",
     "CURRENT_SCHEMA_VERSION",
@@ -932,10 +941,12 @@ __all__ = [
     "alembic_config",
     "downgrade",
     "ensure_schema",
+    "include_object",
     "peek_state",
     "read_state",
     "run_env",
     "script_location",
     "still_at_head",
+    "target_metadata",
     "upgrade",
 ]

@@ -10,19 +10,21 @@ from __future__ import annotations
 import builtins
 import itertools
 import sqlite3
+import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from sqlalchemy import event, exc
+from sqlalchemy import exc
 from sqlalchemy.engine import URL
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import Session
 
-from . import database, packets, schema
+from . import database, packets, schema, sessions, sweep
 from .ddl import MYSQL
-from .errors import DatabaseError, InvalidTaskTypeError, TaskConflictError, TaskNotFoundError, WriteIntentError
+from .errors import DatabaseError, InvalidTaskTypeError, TaskConflictError, TaskNotFoundError
 from .execution import Tx
 from .records import (
     TERMINAL_STATUSES,
@@ -74,22 +76,6 @@ def _violation(error: BaseException) -> str | None:
     if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
         return _MYSQL_CODES.get(args[0])
     return None
-
-
-def _only_reads(state: ORMExecuteState) -> None:
-    if not state.is_select:
-        raise WriteIntentError(
-            "a store's session only reads; change records with the store's methods (save, "
-            "save_shard, delete, archive_task ...), which validate them and take the write lock"
-        )
-
-
-def _no_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if session.new or session.dirty or session.deleted:
-        raise WriteIntentError(
-            "a store's session only reads: it cannot flush new, changed or deleted instances; "
-            "use the store's methods to write (session.rollback() discards the changes)"
-        )
 
 
 #: How many tasks ``save_many`` holds in memory at once, whatever the size of its input.
@@ -170,18 +156,15 @@ class TaskStore:
         if not db.ready or (db.is_sqlite and db.file_changed()):
             schema.ensure_schema(db)
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Tx]:
+    def _transaction(self, *, write: bool, single: bool = False) -> AbstractContextManager[Tx]:
         """Run one unit of work: begin, commit, roll back on any error, translate driver errors.
 
         Every call states its intent: ``write=True`` takes the write lock up front (SQLite's
         ``BEGIN IMMEDIATE``) and commits; a read runs its statements without a write transaction.
+        ``single``: a write of one idempotent statement (see :meth:`database.Database.transaction`).
+        Held in the database's gate, after the schema check (:meth:`_bring_to_head`).
         """
-        db = self._usable()
-        with db.gate:
-            self._bring_to_head(db)
-            with db.transaction(write=write) as tx:
-                yield tx
+        return self._usable().unit(write=write, single=single, prepare=self._bring_to_head)
 
     # -- tasks: writes ---------------------------------------------------------------------------
 
@@ -201,7 +184,9 @@ class TaskStore:
         now = utc_now()
         row = task_row(task_info, now)
         upsert = self._sql.upsert_task
-        with self._transaction(write=True) as tx:
+        # One statement, and idempotent (the same row again changes nothing): on a server it
+        # commits on its own, one round trip, and may be sent again on a fresh connection.
+        with self._transaction(write=True, single=True) as tx:
             if self._packet_limited:
                 packets.batches(self._db, tx, upsert, [row], lambda _: f"task {row['task_id']!r}")
             tx.rowcount(upsert, row)
@@ -271,14 +256,115 @@ class TaskStore:
         with self._transaction(write=True) as tx:
             return tx.rowcount(self._sql.tasks.delete, {"task_id": task_id}) > 0
 
-    def clear_completed(self, terminal_statuses: Iterable[str] = TERMINAL_STATUSES) -> int:
+    @overload
+    def clear_completed(self, terminal_statuses: Iterable[str] = ..., *, older_than: None = None) -> int: ...
+
+    @overload
+    def clear_completed(
+        self, terminal_statuses: Iterable[str] = ..., *, older_than: timedelta | datetime, batch_size: int = ...
+    ) -> sweep.SweepResult: ...
+
+    def clear_completed(
+        self,
+        terminal_statuses: Iterable[str] = TERMINAL_STATUSES,
+        *,
+        older_than: timedelta | datetime | None = None,
+        batch_size: int = sweep.SWEEP_BATCH,
+    ) -> int | sweep.SweepResult:
         """Delete tasks whose status is in ``terminal_statuses``, and their shards; return how
-        many tasks were deleted. The archive is left alone."""
+        many tasks were deleted. The archive is left alone.
+
+        With ``older_than`` (a ``timedelta``, or a timezone-aware ``datetime`` cutoff), only the
+        tasks whose ``update_time`` is older, in batches of ``batch_size`` tasks, each its own
+        transaction, so that writers in other processes wait at most one batch; returns a
+        :class:`~uniqc_store.SweepResult` (deleted, and skipped because their time could not be
+        read). Interrupted, it has deleted whole batches only.
+
+        Raises:
+            InvalidTaskError, InvalidTaskTypeError: a bad status, ``older_than`` or ``batch_size``.
+        """
         values = tuple(sorted(set(status_values(terminal_statuses))))
+        if older_than is not None:
+            return self._sweep(values, older_than, batch_size, archive=False)
         if not values:
             return 0
         with self._transaction(write=True) as tx:
             return tx.rowcount(self._sql.tasks.clear(values))
+
+    def archive_completed(
+        self,
+        *,
+        older_than: timedelta | datetime | None = None,
+        terminal_statuses: Iterable[str] = TERMINAL_STATUSES,
+        batch_size: int = sweep.SWEEP_BATCH,
+    ) -> sweep.SweepResult:
+        """Move finished tasks (status in ``terminal_statuses``) with their shards into the archive,
+        as :meth:`archive_task` moves each; with ``older_than`` (a ``timedelta``, or a
+        timezone-aware ``datetime`` cutoff) only those whose ``update_time`` is older.
+
+        Works in batches of ``batch_size`` tasks (by ``task_id``), each its own transaction whose
+        tasks and shards are stamped with one ``archived_at``, so that writers in other processes
+        wait at most one batch. A task whose id the archive already holds stays live and is
+        reported in ``conflicts``; one whose ``update_time`` cannot be compared is left alone and
+        counted in ``skipped`` (see :func:`uniqc_store.sweep.is_older`). Interrupted (Ctrl-C,
+        a crash), it has moved whole batches only: every task is live or archived, once, with all
+        its shards; run it again to finish.
+
+        Returns:
+            A :class:`~uniqc_store.SweepResult`.
+
+        Raises:
+            InvalidTaskError, InvalidTaskTypeError: a bad status, ``older_than`` or ``batch_size``.
+        """
+        values = tuple(sorted(set(status_values(terminal_statuses))))
+        return self._sweep(values, older_than, batch_size, archive=True)
+
+    def _sweep(
+        self, statuses: tuple[str, ...], older_than: object, batch_size: int, *, archive: bool
+    ) -> sweep.SweepResult:
+        """Archive (or delete) the finished tasks older than the cutoff, one batch per transaction."""
+        cutoff = None if older_than is None else sweep.older_than_cutoff(older_than)
+        size = sweep.check_batch_size(batch_size)
+        stamp = None if cutoff is None else cutoff.isoformat()
+        if not statuses:
+            return sweep.SweepResult(cutoff=stamp)
+        wanted = frozenset(statuses)
+        scan = sweep.SWEEP_SCAN
+        sql = self._sql
+        done = skipped = without_id = 0
+        conflicts: builtins.list[str] = []
+        params: dict[str, Any] = {"limit": size}
+        while True:
+            with self._transaction(write=True) as tx:
+                if "after" not in params:  # rows without an id: not in the walk, counted once
+                    without_id = sum(
+                        status in wanted and (cutoff is None or sweep.is_older(update_time, cutoff) is not False)
+                        for status, update_time in tx.rows(scan.without_id)
+                    )
+                rows = tx.rows(scan.next if "after" in params else scan.first, params)
+                chosen: builtins.list[dict[str, Any]] = []
+                for task_id, status, update_time, in_archive in rows:
+                    if status not in wanted:
+                        continue
+                    old = True if cutoff is None else sweep.is_older(update_time, cutoff)
+                    if old is None:
+                        skipped += 1
+                    elif old and archive and in_archive:
+                        conflicts.append(task_id)
+                    elif old:
+                        chosen.append({"task_id": task_id})
+                if chosen and archive:
+                    archived_at = utc_now()
+                    stamped = [{**key, "archived_at": archived_at} for key in chosen]
+                    # Shards first: deleting the task deletes its shards (ON DELETE CASCADE).
+                    tx.many(sql.archive_shards, stamped)
+                    tx.many(sql.archive_task, stamped)
+                moved = tx.many(sql.tasks.delete, chosen) if chosen else 0
+            done += moved  # what the database deleted, counted when its transaction committed
+            if len(rows) < size:
+                return sweep.SweepResult(done, skipped + without_id, tuple(conflicts), stamp, without_id)
+            params["after"] = rows[-1][0]
+            time.sleep(sweep.SWEEP_PAUSE_S)  # let writers waiting for the lock take it
 
     def clear_all(self) -> None:
         """Delete every task, shard and archived record.
@@ -534,25 +620,40 @@ class TaskStore:
 
     # -- the schema ------------------------------------------------------------------------------
 
-    def session(self) -> Session:
-        """Return a read-only SQLAlchemy ORM :class:`~sqlalchemy.orm.Session` on this store's
-        database, for ad-hoc queries over :class:`Task`, :class:`ArchivedTask`, :class:`Shard`
-        and :class:`ArchivedShard` (``Task.shards``, ``ArchivedTask.shards`` are relationships);
-        :func:`uniqc_store.record_of` turns an instance into a :class:`TaskInfo`/:class:`TaskShard`.
+    def session(self, *, write: bool = False, raw_sql: bool = False) -> Session:
+        """Return a SQLAlchemy ORM :class:`~sqlalchemy.orm.Session` on this store's database, for
+        ad-hoc queries over :class:`Task`, :class:`ArchivedTask`, :class:`Shard` and
+        :class:`ArchivedShard` (``Task.shards``, ``ArchivedTask.shards`` are relationships);
+        :func:`uniqc_store.record_of` turns an instance into a :class:`TaskInfo`/:class:`TaskShard`,
+        :func:`uniqc_store.model_of` a record into an instance.
 
-        The database is checked (and brought to head) first, as every call is. The session only
-        reads: flushing new, changed or deleted instances, or executing anything but a SELECT
-        through it, raises :class:`WriteIntentError` and changes nothing — writes go through the
-        store's methods, which validate them and take the write lock. Close it when done (it is a
-        context manager).
+        The database is checked (and brought to head) first, as every call is. Close the session
+        when done (it is a context manager): its connection comes from the store's pool.
+
+        Args:
+            write: False (default): the session only reads; flushing new, changed or deleted
+                instances, the ``bulk_*`` methods, or executing anything but a SELECT (or a
+                SELECT with a write inside) raises :class:`WriteIntentError` and changes
+                nothing, and its transactions are read-only at the database too. True: it may
+                write, as the store's methods do: every new or changed instance is checked at
+                flush as :meth:`save`/:meth:`save_shard` check a record (:class:`InvalidTaskError`
+                naming the instance and the field; nothing is written) and stamped with
+                ``update_time``, and the archive keeps its shape (:class:`TaskNotFoundError`,
+                :class:`TaskConflictError`); each transaction starts with the store's checks, and
+                its first write takes the write lock (SQLite: ``BEGIN IMMEDIATE``, interruptible,
+                ``user_version`` re-read). SELECT and DELETE statements run; SQL text (anywhere in
+                a statement), INSERT/UPDATE statements (a CTE too), DELETEs of archived tasks and
+                the ``bulk_*`` methods raise :class:`WriteIntentError`.
+            raw_sql: With ``write=True``: also run those, unchecked (still in the write
+                transaction, under the lock).
+
+        Raises:
+            InvalidTaskError: ``raw_sql`` without ``write`` (InvalidTaskTypeError: not bools).
         """
         db = self._usable()
         with db.gate:
             self._bring_to_head(db)
-        session = Session(bind=db.engine, autoflush=False)
-        event.listen(session, "do_orm_execute", _only_reads)
-        event.listen(session, "before_flush", _no_flush)
-        return session
+        return sessions.open_session(db, self._bring_to_head, write=write, raw_sql=raw_sql)
 
     def schema_info(self) -> dict[str, Any]:
         """Return where the store is and its schema version (revision, and on SQLite the header)."""
