@@ -183,9 +183,14 @@ class Database:
         # its cursor there, not through SQLAlchemy, which would wrap them in exc.DBAPIError).
         self._errors: tuple[type[BaseException], ...] = TRANSLATED
         self.connections: ServerConnections | None = None
+        #: SQLite: connections kept out of the pool between units of work, as on servers (the
+        #: pool's checkout and checkin cost more than a one-row read): a file never drops one.
+        self._kept: ServerConnections | None = None
         if not self.is_sqlite:
             self._errors += (self.engine.dialect.loaded_dbapi.Error,)
             self.connections = ServerConnections(self.engine, _idle_and_open, _in_transaction_test(self.dialect))
+        else:
+            self._kept = ServerConnections(self.engine, _always, _sqlite_in_transaction)
         self._migration_engine: Engine | None = None
         self._orm_engine: Engine | None = None
         self.ready = False
@@ -247,8 +252,9 @@ class Database:
 
     @contextmanager
     def _sqlite_transaction(self, write: bool) -> Iterator[Tx]:
+        assert self._kept is not None
         try:
-            raw = self.engine.raw_connection()
+            raw = self._kept.get()
             try:
                 cursor = cast(sqlite3.Cursor, raw.cursor())  # pysqlite's; typed as the generic DBAPICursor
                 if cursor.connection.in_transaction:
@@ -266,7 +272,7 @@ class Database:
                     if raw.dbapi_connection is not None and raw.dbapi_connection.in_transaction:
                         _end_transaction(raw)
                 finally:
-                    raw.close()
+                    self._kept.put(raw)  # kept if outside a transaction, else back to the pool
         except TRANSLATED as error:
             raise self.translate(error) from error
 
@@ -522,6 +528,14 @@ def _configure_server(engine: Engine) -> None:
             dbapi_connection.rollback()
 
 
+def _always(raw: PoolProxiedConnection) -> bool:
+    return True
+
+
+def _sqlite_in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
 _MYSQL_IN_TRANSACTION = 0x0001  # SERVER_STATUS_IN_TRANS, a status flag of every MySQL protocol reply
 
 
@@ -607,8 +621,9 @@ def _forget_after_fork() -> None:
     _registry_lock = threading.RLock()
     for database in _registry.values():
         # close=False: drop the parent's connections without touching them from the child.
-        if database.connections is not None:
-            database.connections.forget(close=False)
+        for kept in (database.connections, database._kept):
+            if kept is not None:
+                kept.forget(close=False)
         database.engine.dispose(close=False)
     _registry.clear()
 
