@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 
 import pytest
@@ -122,6 +123,37 @@ def test_every_kind_of_call_after_the_server_dropped_every_connection_reconnects
             assert results[:3] == ["t0", ["t2", "t1"], 3]
             assert results[4:] == [True, True, {"running": 1}]
             assert store.count_archived() == 1
+    finally:
+        drop()
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_when_every_kept_connection_dies_at_once_calls_reconnect_not_fail(server: str) -> None:
+    """A restart kills every idle connection together, some not visibly yet (PostgreSQL's
+    pg_terminate_backend returns before its backends exit): the retry of a call's first
+    statement must go to a new connection, not to the next dying one."""
+    url, drop = create_server_database(server)
+    try:
+        with TaskStore(url=url) as store:
+            store.save(TaskInfo("t", "sim"))
+            for _ in range(5):
+                # Several connections in use at once, so that several are kept idle afterwards.
+                barrier = threading.Barrier(5)
+
+                def read(barrier: threading.Barrier = barrier) -> None:
+                    barrier.wait()
+                    for _ in range(20):
+                        store.get("t")
+
+                threads = [threading.Thread(target=read) for _ in range(5)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                assert _kill_other_sessions(server, make_url(url).database) >= 1
+                for _ in range(10):
+                    assert store.get("t").task_id == "t"
+                    store.save(TaskInfo("t", "sim"))
     finally:
         drop()
 

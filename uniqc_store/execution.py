@@ -23,7 +23,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 
-from .errors import WriteIntentError
+from .errors import DatabaseError, WriteIntentError
 
 if TYPE_CHECKING:
     from sqlalchemy import Select, TextClause
@@ -282,6 +282,11 @@ class ServerTx:
                 self.close(failure)
         except self._translatable as error:
             raise self._translate(error) from error
+        if failure is not None and _interrupted(failure):
+            # The driver swallowed an interrupt (psycopg: "cannot exit pipeline mode while
+            # busy", raised while handling a KeyboardInterrupt): it is the interrupt that ends
+            # the call. (The connection was discarded above.)
+            raise failure.__context__ from None  # type: ignore[misc]
         if failure is not None and isinstance(failure, self._translatable):
             raise self._translate(failure) from failure
 
@@ -292,9 +297,26 @@ class ServerTx:
             self._send("BEGIN", None)
 
     def finish(self) -> None:
-        """Commit, if the transaction began with ``BEGIN``."""
-        if self._begin:
+        """Commit, if the transaction began with ``BEGIN``.
+
+        Raises:
+            DatabaseError: the connection was lost while committing: the server may have
+                applied the transaction or not, and the message says so.
+        """
+        if not self._begin:
+            return
+        try:
             self._send("COMMIT", None)  # never repeated: BEGIN was answered
+        except self._error as error:
+            if not self._lost(error):
+                raise
+            assert self._raw is not None
+            self._raw.invalidate(error)  # dead: close() lets it go
+            translated = self._translate(error)
+            raise DatabaseError(
+                f"{translated} — the connection was lost while committing, so this call's writes may "
+                "have been applied or not: read the records back before doing it again"
+            ) from error
 
     def close(self, failure: BaseException | None) -> None:
         """Return the connection to the pool; discard it instead if ``failure`` may have left it
@@ -305,7 +327,9 @@ class ServerTx:
         if raw is None:
             return
         try:
-            if failure is not None and (not isinstance(failure, Exception) or self._lost(failure)):
+            if failure is not None and (
+                not isinstance(failure, Exception) or self._lost(failure) or _interrupted(failure)
+            ):
                 raw.invalidate(failure if isinstance(failure, Exception) else None)
                 raw.close()
             else:
@@ -354,6 +378,10 @@ class ServerTx:
             self._raw.invalidate(error)
             self._raw.close()
             self._raw = None
+            # Whatever killed it (a restart, every session killed) may have killed the other
+            # idle connections too, in ways a poll of their sockets does not show yet: retry on
+            # a new one. Disposing closes the idle ones; connections in use go on, then close.
+            self._engine.dispose()
             cursor = self._checkout()
             cursor.execute(sql, params)
         self._used = True
@@ -421,6 +449,13 @@ class ServerTx:
         """Send ``sql`` (driver SQL text, no parameters, no rows): the ``BEGIN`` of a snapshot read
         that spans a whole copy (transfer.py); the connection's return to the pool ends it."""
         self._send(sql, None)
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while handling an interrupt (KeyboardInterrupt, a signal
+    handler's exception), which it then hid."""
+    context = error.__context__
+    return context is not None and not isinstance(context, (Exception, GeneratorExit))
 
 
 def write_in_read_transaction(stmt: Statement) -> WriteIntentError:
