@@ -171,7 +171,11 @@ def test_interruptions_at_any_point_leave_whole_batches_and_a_rerun_finishes_exa
     """A timer raises at arbitrary moments: inside a batch's transaction, while reading, between
     batches. Each run continues where the last stopped."""
 
+    fired = 0
+
     def interrupt(signum: int, frame: Any) -> None:
+        nonlocal fired
+        fired += 1
         raise Interrupted
 
     previous = signal.signal(signal.SIGALRM, interrupt)
@@ -198,7 +202,11 @@ def test_interruptions_at_any_point_leave_whole_batches_and_a_rerun_finishes_exa
             assert snapshot(target) == snapshot(big_source)
     finally:
         signal.signal(signal.SIGALRM, previous)
-    assert interruptions  # the test interrupted something
+    # The timer went off during a copy. (Where it lands inside a weakref callback or a __del__,
+    # Python reports the exception as unraisable and the copy goes on: then a run may finish
+    # whole, and the later runs, with nothing left to copy, end before their timers.)
+    assert fired
+    assert interruptions <= fired
 
 
 def caused_by_an_interrupt(error: BaseException | None) -> bool:
