@@ -7,7 +7,7 @@ import threading
 import traceback
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, literal_column, select, text
 from sqlalchemy.engine import make_url
 
 from uniqc_store import DatabaseError, InvalidTaskError, TaskInfo, TaskStore
@@ -220,5 +220,20 @@ def test_an_exception_at_any_line_of_a_server_call_leaves_no_transaction_open(se
                 stored = store.get("t")
                 assert stored is None or stored.status in ("pending", "success", "failed")
             assert lines > 10
+    finally:
+        drop()
+
+
+def test_the_stores_mariadb_sessions_do_not_intersect_single_column_indexes() -> None:
+    """For status and backend together MariaDB would intersect uniqc's single-column indexes and
+    sort every match (75 ms a page at 200k tasks) instead of walking the list index: the store's
+    own connections switch that plan off."""
+    url, drop = create_server_database("mysql")
+    try:
+        with TaskStore(url=url) as store:
+            store.save(TaskInfo("t", "sim"))
+            with store.session() as session:
+                switches = session.execute(select(literal_column("@@SESSION.optimizer_switch"))).scalar_one()
+        assert "index_merge_intersection=off" in switches.split(",")
     finally:
         drop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,28 +130,23 @@ def _wait_until_quiet(conn: sqlite3.Connection, path: Path) -> None:
     gets it) nor a read transaction (a truncating checkpoint completes, also after a page is
     committed to the WAL); refuse after :data:`COMPACT_WAIT_S`."""
     wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    deadline = time.monotonic() + COMPACT_WAIT_S
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-            # A reader whose snapshot was taken when the WAL held nothing new reads the file
-            # alone, and a truncating checkpoint completes beside it. With one page committed
-            # to the WAL, the checkpoint cannot complete while such a reader exists: it must not
-            # overwrite a page of the file that reader still reads. (Not in WAL mode, a reader
-            # holds a lock that VACUUM itself waits for.)
-            if _checkpoint(conn, path):
-                if not wal:
-                    return
-                _commit_one_page(conn)
-                if _checkpoint(conn, path):
-                    return
-        except sqlite3.OperationalError as error:
-            if not is_busy(error):
-                raise
-        if time.monotonic() >= deadline:
-            raise _busy_refusal(path)
-        time.sleep(_COMPACT_POLL_S)
+
+    def quiet() -> bool:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        # A reader whose snapshot was taken when the WAL held nothing new reads the file
+        # alone, and a truncating checkpoint completes beside it. With one page committed
+        # to the WAL, the checkpoint cannot complete while such a reader exists: it must not
+        # overwrite a page of the file that reader still reads. (Not in WAL mode, a reader
+        # holds a lock that VACUUM itself waits for.)
+        if not _checkpoint(conn, path):
+            return False
+        if not wal:
+            return True
+        _commit_one_page(conn)
+        return _checkpoint(conn, path)
+
+    _retrying(quiet, path, refuse=True)
 
 
 def _commit_one_page(conn: sqlite3.Connection) -> None:
@@ -169,32 +165,36 @@ def _commit_one_page(conn: sqlite3.Connection) -> None:
 def _wait_for_checkpoint(conn: sqlite3.Connection, path: Path) -> None:
     """Checkpoint the WAL into the file, retrying for up to :data:`COMPACT_WAIT_S` while a
     reader holds it; then leave it to the next checkpoint."""
-    deadline = time.monotonic() + COMPACT_WAIT_S
-    while True:
-        try:
-            if _checkpoint(conn, path):
-                return
-        except sqlite3.OperationalError as error:
-            if not is_busy(error):
-                raise
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(_COMPACT_POLL_S)
+    _retrying(lambda: _checkpoint(conn, path), path, refuse=False)
 
 
 def _retry_busy(conn: sqlite3.Connection, sql: str, path: Path) -> None:
     """Run ``sql`` (outside any transaction, so SQLite allows retrying it), retrying while another
     connection's lock is in the way, for up to :data:`COMPACT_WAIT_S`."""
+
+    def run() -> bool:
+        conn.execute(sql)
+        return True
+
+    _retrying(run, path, refuse=True)
+
+
+def _retrying(attempt: Callable[[], bool], path: Path, *, refuse: bool) -> None:
+    """Call ``attempt`` until it returns True, again whenever another connection's lock is in the
+    way (SQLITE_BUSY), in slices of :data:`_COMPACT_POLL_S` (so Ctrl-C works) for up to
+    :data:`COMPACT_WAIT_S`; then refuse (``refuse``) or give up quietly."""
     deadline = time.monotonic() + COMPACT_WAIT_S
     while True:
         try:
-            conn.execute(sql)
-            return
+            if attempt():
+                return
         except sqlite3.OperationalError as error:
             if not is_busy(error):
                 raise
         if time.monotonic() >= deadline:
-            raise _busy_refusal(path)
+            if refuse:
+                raise _busy_refusal(path)
+            return
         time.sleep(_COMPACT_POLL_S)
 
 

@@ -35,7 +35,7 @@ from .errors import (
 from .execution import (
     SQLITE_BUSY_SLICE_S,
     SQLITE_BUSY_TIMEOUT_S,
-    ServerConnections,
+    KeptConnections,
     ServerTx,
     SQLiteTx,
     Tx,
@@ -182,15 +182,15 @@ class Database:
         # What transaction() translates: the server driver's own errors too (statements run on
         # its cursor there, not through SQLAlchemy, which would wrap them in exc.DBAPIError).
         self._errors: tuple[type[BaseException], ...] = TRANSLATED
-        self.connections: ServerConnections | None = None
+        self.connections: KeptConnections | None = None
         #: SQLite: connections kept out of the pool between units of work, as on servers (the
         #: pool's checkout and checkin cost more than a one-row read): a file never drops one.
-        self._kept: ServerConnections | None = None
+        self._kept: KeptConnections | None = None
         if not self.is_sqlite:
             self._errors += (self.engine.dialect.loaded_dbapi.Error,)
-            self.connections = ServerConnections(self.engine, _idle_and_open, _in_transaction_test(self.dialect))
+            self.connections = KeptConnections(self.engine, _idle_and_open, _in_transaction_test(self.dialect))
         else:
-            self._kept = ServerConnections(self.engine, _always, _sqlite_in_transaction)
+            self._kept = KeptConnections(self.engine, _always, _sqlite_in_transaction)
         self._migration_engine: Engine | None = None
         self._orm_engine: Engine | None = None
         self.ready = False

@@ -150,10 +150,11 @@ class SQLiteTx:
         execute_waiting(self._cursor, sql).fetchall()
 
 
-class ServerConnections:
-    """A server engine's pool with a short cut: up to :attr:`KEEP` connections stay checked out
-    of it between units of work, idle, and go to the next unit of work after a poll of their
-    socket (SQLAlchemy's checkout and checkin cost more than the store's own work on a ``get``).
+class KeptConnections:
+    """An engine's pool with a short cut: up to :attr:`KEEP` connections stay checked out of it
+    between units of work, idle, and go to the next unit of work after ``alive`` says yes (on a
+    server, a poll of the socket; an SQLite file never drops one): SQLAlchemy's checkout and
+    checkin cost more than the store's own work on a ``get``.
 
     A kept connection is never inside a transaction. Disposing of the engine closes them all
     (``engine_disposed``); after a ``fork()`` the child forgets them without closing
@@ -228,7 +229,7 @@ class ServerTx:
 
     def __init__(
         self,
-        connections: ServerConnections,
+        connections: KeptConnections,
         translate: Callable[[BaseException], Exception],
         translatable: tuple[type[BaseException], ...],
         *,
